@@ -1,0 +1,133 @@
+"""Continuous integrate-and-fire (CIF), exact and vectorised.
+
+Weights are integrated along time in units of the threshold ``beta``: with ``c_t`` the running sum
+of ``alpha / beta`` (fp64), token ``k`` owns the weight in the interval ``[k, k+1)``. A frame whose
+interval ``(c_{t-1}, c_t]`` crosses one or more integers is split exactly among the tokens it
+touches (no negative left-overs, several fires per frame allowed). Per frame there are at most three
+kinds of share: the part that closes the token it started in (``first``), the part that opens the
+token it ends in (``last``) and whole tokens strictly inside the frame (``middle``, weight 1 each).
+``first``/``last`` are scattered with ``scatter_add``; each token has at most one ``middle`` frame,
+found by ``searchsorted``. No Python loop over frames, one host sync (the output length).
+
+Differences from the official HKD code (shared/docs/reference-hkd.md §3), all deliberate:
+- fires exactly at multiples of ``threshold`` and consumes ``threshold`` (the reference fires at
+  0.99 but subtracts 1.0, leaving negative remainders); a frame may fire several times;
+- accumulation in fp64 whatever the input dtype (the reference runs in fp16 under --fp16);
+- in training the scaled cumulative sum ends at exactly ``target_lengths`` (computed as
+  ``(cumsum / total) * L``), so the token count equals the target for every utterance;
+- the tail is examined for every utterance after its own last valid frame, so an utterance gives
+  the same result alone or as the longest of a batch (the reference drops the longest one's tail);
+- the tail token is rescaled to weight ``threshold`` (``state * threshold / residual``, as
+  torch-cif); with threshold 1.0 this equals the reference's ``state / residual``.
+"""
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+
+@dataclass
+class CIFOutput:
+    """Result of :func:`cif`.
+
+    outputs: (B, N, D) integrated vectors, zero beyond ``lengths``.
+    lengths: (B,) number of emitted tokens (tail token included).
+    alpha_sum: (B,) sum of the unscaled valid weights (for the quantity loss).
+    fire_positions: (B, N) frame index at which each token fired, -1 beyond ``lengths``.
+    alphas: (B, T) the weights actually integrated (scaled in training), zero on padding.
+    """
+
+    outputs: torch.Tensor
+    lengths: torch.Tensor
+    alpha_sum: torch.Tensor
+    fire_positions: torch.Tensor
+    alphas: torch.Tensor
+
+
+def cif(
+    hidden: torch.Tensor,
+    alphas: torch.Tensor,
+    lengths: torch.Tensor,
+    threshold: float = 1.0,
+    target_lengths: Optional[torch.Tensor] = None,
+    tail_threshold: Optional[float] = None,
+) -> CIFOutput:
+    """Integrate ``hidden`` (B, T, D) with weights ``alphas`` (B, T) over ``lengths`` valid frames.
+
+    ``target_lengths`` (training): scale each utterance's weights to sum to
+    ``target_lengths * threshold``; exactly ``target_lengths`` tokens are emitted when the
+    utterance has any positive weight. ``tail_threshold`` (inference): a residual weight
+    ``>= tail_threshold`` emits one more token, rescaled to weight ``threshold``.
+    """
+    if hidden.dim() != 3 or alphas.shape != hidden.shape[:2]:
+        raise ValueError(f"cif: hidden (B,T,D) and alphas (B,T) expected, got {tuple(hidden.shape)} "
+                         f"and {tuple(alphas.shape)}")
+    if threshold <= 0:
+        raise ValueError(f"cif: threshold must be positive, got {threshold}")
+    B, T, D = hidden.shape
+    device = hidden.device
+    lengths = lengths.to(device=device, dtype=torch.long)
+    valid = torch.arange(T, device=device)[None, :] < lengths[:, None]
+    a32 = alphas.float().masked_fill(~valid, 0.0)
+    alpha_sum = a32.sum(1)
+
+    cum = torch.cumsum(a32.double(), dim=1)
+    total = cum[:, -1:] if T > 0 else cum.new_zeros(B, 1)
+    if target_lengths is not None:
+        target = target_lengths.to(device=device, dtype=torch.float64)[:, None]
+        # (cum / total) * L: x / x == 1 exactly in IEEE, so the last value is exactly L.
+        c = torch.where(total > 0, cum / total.clamp_min(1e-300) * target, torch.zeros_like(cum))
+        scaled = a32 * torch.where(total > 0, target / total.clamp_min(1e-300), 0.0).float()
+    else:
+        c = cum / threshold
+        scaled = a32
+    prev = torch.cat([c.new_zeros(B, 1), c[:, :-1]], dim=1)
+
+    c_last = c[:, -1] if T > 0 else c.new_zeros(B)
+    n_fire = torch.floor(c_last.detach()).long()
+    residual = (c_last - n_fire).detach()  # in threshold units
+    if tail_threshold is not None and target_lengths is None:
+        has_tail = (residual * threshold >= tail_threshold) & (residual > 0)
+    else:
+        has_tail = torch.zeros_like(n_fire, dtype=torch.bool)
+    out_lengths = n_fire + has_tail.long()
+    N = int(out_lengths.max()) if B > 0 else 0  # the one host sync: the output size
+
+    start_tok = torch.floor(prev.detach()).long()
+    end_tok = torch.floor(c.detach()).long()
+    w_first = torch.minimum(c, start_tok + 1.0) - prev
+    w_last = torch.where(end_tok > start_tok, c - end_tok, torch.zeros_like(c))
+    # Slot N collects the residual of utterances whose residual does not become a token.
+    start_idx = start_tok.clamp(0, N)
+    end_idx = end_tok.clamp(0, N)
+
+    compute = torch.promote_types(hidden.dtype, torch.float32)
+    h = hidden.to(compute)
+    w_first = (w_first * threshold).to(compute)
+    w_last = (w_last * threshold).to(compute)
+    out = h.new_zeros(B, N + 1, D)
+    out = out.scatter_add(1, start_idx[:, :, None].expand(B, T, D), w_first[:, :, None] * h)
+    out = out.scatter_add(1, end_idx[:, :, None].expand(B, T, D), w_last[:, :, None] * h)
+
+    fire_positions = torch.full((B, N), -1, dtype=torch.long, device=device)
+    if N > 0 and T > 0:
+        k = torch.arange(N, device=device, dtype=torch.float64)
+        # First frame whose cumulative weight reaches k+1 fires token k.
+        fire = torch.searchsorted(c.detach().contiguous(), (k + 1.0).expand(B, N).contiguous())
+        fire = fire.clamp(max=T - 1)
+        fired = torch.arange(N, device=device)[None, :] < n_fire[:, None]
+        # Token k lies wholly inside its fire frame when that frame started before k.
+        middle = fired & (torch.gather(start_tok, 1, fire) < k.long()[None, :])
+        h_fire = torch.gather(h, 1, fire[:, :, None].expand(B, N, D))
+        out[:, :N] = out[:, :N] + (middle.to(compute) * threshold)[:, :, None] * h_fire
+        last_valid = (lengths - 1).clamp(min=0)[:, None].expand(B, N)
+        is_tail = has_tail[:, None] & (torch.arange(N, device=device)[None, :] == n_fire[:, None])
+        fire_positions = torch.where(fired, fire, fire_positions)
+        fire_positions = torch.where(is_tail, last_valid, fire_positions)
+        # Rescale the tail token to weight `threshold` (residual is in threshold units).
+        tail_scale = torch.where(is_tail, 1.0 / residual.clamp_min(1e-12)[:, None], 1.0).to(compute)
+        out = torch.cat([out[:, :N] * tail_scale[:, :, None], out[:, N:]], dim=1)
+    keep = torch.arange(N, device=device)[None, :] < out_lengths[:, None]
+    outputs = (out[:, :N] * keep[:, :, None].to(compute)).to(hidden.dtype)
+    return CIFOutput(outputs=outputs, lengths=out_lengths, alpha_sum=alpha_sum,
+                     fire_positions=fire_positions, alphas=scaled)
