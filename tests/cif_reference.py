@@ -16,7 +16,9 @@ def cif_sequential(hidden, alphas, lengths, threshold=1.0, target_lengths=None, 
         n = int(lengths[b])
         a = alphas[b, :n].double()
         h = hidden[b, :n].double()
-        total = float(a.sum()) if n else 0.0
+        total = 0.0
+        for t in range(n):  # sequential, as the running position below
+            total += float(a[t])
         running, c_prev, token = 0.0, 0.0, 0
         state = torch.zeros(D, dtype=torch.float64)
         toks, pos = [], []

@@ -6,7 +6,7 @@ interval ``(c_{t-1}, c_t]`` crosses one or more integers is split exactly among 
 touches (no negative left-overs, several fires per frame allowed). Per frame there are at most three
 kinds of share: the part that closes the token it started in (``first``), the part that opens the
 token it ends in (``last``) and whole tokens strictly inside the frame (``middle``, weight 1 each).
-``first``/``last`` are scattered with ``scatter_add``; each token has at most one ``middle`` frame,
+``first``/``last`` are added with ``index_add`` over flattened rows; each token has at most one ``middle`` frame,
 found by ``searchsorted``. No Python loop over frames, one host sync (the output length).
 
 Differences from the official HKD code (shared/docs/reference-hkd.md §3), all deliberate:
@@ -68,7 +68,7 @@ def cif(
     device = hidden.device
     lengths = lengths.to(device=device, dtype=torch.long)
     valid = torch.arange(T, device=device)[None, :] < lengths[:, None]
-    a32 = alphas.float().masked_fill(~valid, 0.0)
+    a32 = alphas.to(torch.promote_types(alphas.dtype, torch.float32)).masked_fill(~valid, 0.0)
     alpha_sum = a32.sum(1)
 
     cum = torch.cumsum(a32.double(), dim=1)
@@ -77,7 +77,7 @@ def cif(
         target = target_lengths.to(device=device, dtype=torch.float64)[:, None]
         # (cum / total) * L: x / x == 1 exactly in IEEE, so the last value is exactly L.
         c = torch.where(total > 0, cum / total.clamp_min(1e-300) * target, torch.zeros_like(cum))
-        scaled = a32 * torch.where(total > 0, target / total.clamp_min(1e-300), 0.0).float()
+        scaled = a32 * torch.where(total > 0, target / total.clamp_min(1e-300), 0.0).to(a32.dtype)
     else:
         c = cum / threshold
         scaled = a32
@@ -85,9 +85,9 @@ def cif(
 
     c_last = c[:, -1] if T > 0 else c.new_zeros(B)
     n_fire = torch.floor(c_last.detach()).long()
-    residual = (c_last - n_fire).detach()  # in threshold units
+    residual = c_last - n_fire  # in threshold units; differentiable (the tail is divided by it)
     if tail_threshold is not None and target_lengths is None:
-        has_tail = (residual * threshold >= tail_threshold) & (residual > 0)
+        has_tail = (residual.detach() * threshold >= tail_threshold) & (residual.detach() > 0)
     else:
         has_tail = torch.zeros_like(n_fire, dtype=torch.bool)
     out_lengths = n_fire + has_tail.long()
@@ -103,31 +103,37 @@ def cif(
 
     compute = torch.promote_types(hidden.dtype, torch.float32)
     h = hidden.to(compute)
-    w_first = (w_first * threshold).to(compute)
-    w_last = (w_last * threshold).to(compute)
-    out = h.new_zeros(B, N + 1, D)
-    out = out.scatter_add(1, start_idx[:, :, None].expand(B, T, D), w_first[:, :, None] * h)
-    out = out.scatter_add(1, end_idx[:, :, None].expand(B, T, D), w_last[:, :, None] * h)
+    rows = torch.arange(B, device=device)[:, None] * (N + 1)  # flat row of token 0 per utterance
+    # index_add over flattened rows: one index per frame, vectorised over D (cheaper than a
+    # scatter_add whose index is expanded to (B, T, D)).
+    out = h.new_zeros(B * (N + 1), D)
+    h_flat = h.reshape(B * T, D)
+    out = out.index_add(0, (rows + start_idx).reshape(-1),
+                        h_flat * (w_first * threshold).to(compute).reshape(-1, 1))
+    out = out.index_add(0, (rows + end_idx).reshape(-1),
+                        h_flat * (w_last * threshold).to(compute).reshape(-1, 1))
 
     fire_positions = torch.full((B, N), -1, dtype=torch.long, device=device)
+    token = torch.arange(N, device=device)
+    fired = token[None, :] < n_fire[:, None]
+    is_tail = has_tail[:, None] & (token[None, :] == n_fire[:, None])
     if N > 0 and T > 0:
-        k = torch.arange(N, device=device, dtype=torch.float64)
         # First frame whose cumulative weight reaches k+1 fires token k.
-        fire = torch.searchsorted(c.detach().contiguous(), (k + 1.0).expand(B, N).contiguous())
-        fire = fire.clamp(max=T - 1)
-        fired = torch.arange(N, device=device)[None, :] < n_fire[:, None]
+        bounds = (token.to(torch.float64) + 1.0).expand(B, N).contiguous()
+        fire = torch.searchsorted(c.detach().contiguous(), bounds).clamp(max=T - 1)
         # Token k lies wholly inside its fire frame when that frame started before k.
-        middle = fired & (torch.gather(start_tok, 1, fire) < k.long()[None, :])
-        h_fire = torch.gather(h, 1, fire[:, :, None].expand(B, N, D))
-        out[:, :N] = out[:, :N] + (middle.to(compute) * threshold)[:, :, None] * h_fire
+        middle = fired & (torch.gather(start_tok, 1, fire) < token[None, :])
+        frame_rows = (torch.arange(B, device=device)[:, None] * T + fire).reshape(-1)
+        out = out.index_add(0, (rows + token[None, :]).reshape(-1),
+                            h_flat.index_select(0, frame_rows)
+                            * (middle.to(compute) * threshold).reshape(-1, 1))
         last_valid = (lengths - 1).clamp(min=0)[:, None].expand(B, N)
-        is_tail = has_tail[:, None] & (torch.arange(N, device=device)[None, :] == n_fire[:, None])
         fire_positions = torch.where(fired, fire, fire_positions)
         fire_positions = torch.where(is_tail, last_valid, fire_positions)
-        # Rescale the tail token to weight `threshold` (residual is in threshold units).
-        tail_scale = torch.where(is_tail, 1.0 / residual.clamp_min(1e-12)[:, None], 1.0).to(compute)
-        out = torch.cat([out[:, :N] * tail_scale[:, :, None], out[:, N:]], dim=1)
-    keep = torch.arange(N, device=device)[None, :] < out_lengths[:, None]
-    outputs = (out[:, :N] * keep[:, :, None].to(compute)).to(hidden.dtype)
+    # One pass: rescale the tail token to weight `threshold` (residual is in threshold units) and
+    # zero the residual slots that did not become tokens.
+    inv_residual = 1.0 / residual.clamp_min(1e-12)[:, None]
+    scale = torch.where(is_tail, inv_residual, fired.to(inv_residual.dtype)).to(compute)
+    outputs = (out.view(B, N + 1, D)[:, :N] * scale[:, :, None]).to(hidden.dtype)
     return CIFOutput(outputs=outputs, lengths=out_lengths, alpha_sum=alpha_sum,
                      fire_positions=fire_positions, alphas=scaled)

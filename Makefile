@@ -1,0 +1,16 @@
+# The two entry points of the README. Both run the idempotent set-up first (seconds when done).
+SHELL := /bin/bash
+.PHONY: setup recipe test bench
+
+setup:
+	bash tools/setup.sh
+
+# Main job: the offline mini corpus recipe, end to end (corpus, fbank, tokens, LM, ASR, decoding, sclite).
+recipe: setup
+	cd egs/minisynth/asr1 && ./run.sh $(ARGS)
+
+test: setup
+	.venv/bin/python -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	.venv/bin/python benchmarks/cif_speed.py

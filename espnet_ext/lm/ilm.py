@@ -1,0 +1,349 @@
+"""Decoder-based internal LM (ILM) estimation: the ASR decoder run on the label history with its
+acoustic context replaced, used as an ESPnet LM.
+
+The acoustic context is what the decoder receives from the encoder at each label position:
+- ESPnet RNN/LAS decoder (``RNNDecoder``): the attention context vector ``c_i``;
+- ESPnet transformer decoders: the output of each block's cross-attention (``src_attn``);
+- our CIF decoder: the CIF vector ``c_i`` aligned with label ``i``.
+ILME-Z replaces it by zeros (Meng et al., SLT 2021); ILME-L by a vector predicted from the label
+history by a small learned module (Liu et al., Interspeech 2022; ``context_learner.py``).
+
+:class:`InternalLM` is an ``AbsLM``: ``forward`` gives teacher-forced logits (KD teacher,
+perplexity via ``ESPnetLanguageModel``), ``batch_score`` scores hypotheses in beam search.
+:class:`ClampedScorer` makes any scorer safe under a negative fusion weight.
+"""
+import contextlib
+from typing import Any, List, Optional, Sequence, Tuple
+
+import torch
+from typeguard import typechecked
+
+from espnet2.asr.decoder.abs_decoder import AbsDecoder
+from espnet2.lm.abs_model import AbsLM
+from espnet.nets.scorer_interface import BatchScorerInterface, ScorerInterface
+
+# Log-probabilities of negatively weighted scorers are clamped here: -w * -inf would be +inf.
+LOGP_FLOOR = -1.0e4
+
+
+class DecoderContextAdapter:
+    """Runs one decoder type with an externally given acoustic context.
+
+    ``context_shape`` is ``(K, C)``: K context vectors of size C per label position (K > 1 when
+    each transformer block has its own cross-attention). Contexts are ``(B, L, K, C)``.
+    """
+
+    context_shape: Tuple[int, int]
+
+    def __init__(self, decoder: AbsDecoder):
+        self.decoder = decoder
+
+    def forward(self, ys_in: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits ``(B, L, V)`` for inputs ``ys_in (B, L)`` (starting with sos)."""
+        raise NotImplementedError
+
+    def batch_step(self, ys: torch.Tensor, states: List[Any], ctx: torch.Tensor):
+        """Next-token log-probs ``(n, V)`` for prefixes ``ys (n, L)``; ``ctx (n, Lc, K, C)`` holds
+        the contexts of the last ``Lc`` positions (all L when ``states[0] is None``)."""
+        raise NotImplementedError
+
+    def parameters(self) -> List[torch.nn.Parameter]:
+        """Parameters the ILM actually uses (for ILM-related parameter counts)."""
+        return list(self.decoder.parameters())
+
+
+class RNNDecoderAdapter(DecoderContextAdapter):
+    """ESPnet ``RNNDecoder`` (LAS): the context enters the first LSTM layer next to the label
+    embedding (and the output layer when ``context_residual``); attention is not run."""
+
+    def __init__(self, decoder: AbsDecoder):
+        super().__init__(decoder)
+        if decoder.num_encs != 1 or decoder.replace_sos:
+            raise ValueError("ILM of RNNDecoder supports num_encs=1 and replace_sos=False only")
+        self.context_shape = (1, decoder.decoder[0].input_size - decoder.dunits)
+
+    def _cell(self, ey, ctx_t, z_prev, c_prev):
+        dec = self.decoder
+        z_list, c_list = list(z_prev), list(c_prev)
+        z_list, c_list = dec.rnn_forward(torch.cat((ey, ctx_t), dim=-1), z_list, c_list,
+                                         z_prev, c_prev)
+        h = dec.dropout_dec[-1](z_list[-1])
+        if dec.context_residual:
+            h = torch.cat((h, ctx_t), dim=-1)
+        return h, z_list, c_list
+
+    def forward(self, ys_in, ctx):
+        dec = self.decoder
+        eys = dec.dropout_emb(dec.embed(ys_in))
+        zeros = eys.new_zeros(ys_in.size(0), dec.dunits)
+        z_list, c_list = [zeros] * dec.dlayers, [zeros] * dec.dlayers
+        outs = []
+        for i in range(ys_in.size(1)):
+            h, z_list, c_list = self._cell(eys[:, i], ctx[:, i, 0], z_list, c_list)
+            outs.append(h)
+        return dec.output(torch.stack(outs, dim=1))
+
+    def batch_step(self, ys, states, ctx):
+        dec = self.decoder
+        if states[0] is None:  # fresh hypotheses: run the whole prefix (normally just <sos>)
+            zeros = ctx.new_zeros(ys.size(0), dec.dunits)
+            z_list, c_list = [zeros] * dec.dlayers, [zeros] * dec.dlayers
+            positions = range(ys.size(1))
+        else:
+            z_list = [torch.stack([s[0][k] for s in states]) for k in range(dec.dlayers)]
+            c_list = [torch.stack([s[1][k] for s in states]) for k in range(dec.dlayers)]
+            positions = [ys.size(1) - 1]
+        for i in positions:
+            ey = dec.dropout_emb(dec.embed(ys[:, i]))
+            h, z_list, c_list = self._cell(ey, ctx[:, i - ys.size(1), 0], z_list, c_list)
+        logp = torch.log_softmax(dec.output(h), dim=-1)
+        new_states = [
+            ([z[b] for z in z_list], [c[b] for c in c_list]) for b in range(ys.size(0))
+        ]
+        return logp, new_states
+
+    def parameters(self):
+        # Attention modules are not used once the context is given.
+        att = {id(p) for p in self.decoder.att_list.parameters()}
+        return [p for p in self.decoder.parameters() if id(p) not in att]
+
+
+class TransformerDecoderAdapter(DecoderContextAdapter):
+    """ESPnet transformer decoders (``BaseTransformerDecoder``): the output of every block's
+    cross-attention is replaced by the context (forward hooks, so ESPnet's own layer code runs;
+    the cross-attention itself sees a 1-frame dummy memory)."""
+
+    def __init__(self, decoder: AbsDecoder):
+        super().__init__(decoder)
+        layers = list(decoder.decoders)
+        if not layers or not all(hasattr(layer, "src_attn") for layer in layers):
+            raise ValueError(f"{type(decoder).__name__}: blocks without src_attn")
+        self.context_shape = (len(layers), layers[0].size)
+
+    @contextlib.contextmanager
+    def _inject(self, ctx: torch.Tensor):
+        def make_hook(k):
+            def hook(module, args, out):
+                return ctx[:, -out.size(1):, k].to(out.dtype)
+
+            return hook
+
+        handles = [
+            layer.src_attn.register_forward_hook(make_hook(k))
+            for k, layer in enumerate(self.decoder.decoders)
+        ]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+    def _memory(self, ys):
+        dtype = next(self.decoder.parameters()).dtype
+        return torch.zeros(ys.size(0), 1, self.context_shape[1], dtype=dtype, device=ys.device)
+
+    def forward(self, ys_in, ctx):
+        lens = ys_in.new_full((ys_in.size(0),), ys_in.size(1))
+        memory = self._memory(ys_in)
+        with self._inject(ctx):
+            logits, _ = self.decoder(memory, torch.ones_like(lens), ys_in, lens)
+        return logits
+
+    def batch_step(self, ys, states, ctx):
+        with self._inject(ctx):
+            return self.decoder.batch_score(ys, states, self._memory(ys))
+
+    def parameters(self):
+        att = {id(p) for layer in self.decoder.decoders for p in layer.src_attn.parameters()}
+        return [p for p in self.decoder.parameters() if id(p) not in att]
+
+
+_ADAPTERS: List[Tuple[str, str, type]] = []  # (module, class name, adapter), checked in order
+
+
+def register_adapter(decoder_module: str, decoder_class: str, adapter: type) -> None:
+    """Declare the adapter for a decoder class (by name, so nothing heavy is imported here)."""
+    _ADAPTERS.insert(0, (decoder_module, decoder_class, adapter))
+
+
+register_adapter("espnet2.asr.decoder.rnn_decoder", "RNNDecoder", RNNDecoderAdapter)
+register_adapter("espnet2.asr.decoder.transformer_decoder", "BaseTransformerDecoder",
+                 TransformerDecoderAdapter)
+
+
+def make_adapter(decoder: AbsDecoder) -> DecoderContextAdapter:
+    import importlib
+
+    for module, name, adapter in _ADAPTERS:
+        try:
+            cls = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):
+            continue
+        if isinstance(decoder, cls):
+            return adapter(decoder)
+    raise NotImplementedError(f"No internal-LM adapter for decoder {type(decoder).__name__}")
+
+
+class InternalLM(AbsLM):
+    """The ASR decoder as an LM with zero (ILME-Z) or learned (ILME-L) acoustic context."""
+
+    @typechecked
+    def __init__(self, decoder: AbsDecoder, context_learner: Optional[torch.nn.Module] = None,
+                 sos: Optional[int] = None):
+        super().__init__()
+        self.decoder = decoder
+        self.context_learner = context_learner
+        self.adapter = make_adapter(decoder)
+        self.sos = sos
+        if context_learner is not None and tuple(context_learner.context_shape) != tuple(
+                self.adapter.context_shape):
+            raise ValueError(
+                f"context learner predicts {tuple(context_learner.context_shape)} contexts, "
+                f"decoder expects {tuple(self.adapter.context_shape)}"
+            )
+
+    def contexts(self, ys_in: torch.Tensor) -> torch.Tensor:
+        """Contexts ``(B, L, K, C)`` for every position of ``ys_in``."""
+        if self.context_learner is None:
+            dtype = next(self.decoder.parameters()).dtype
+            return ys_in.new_zeros((*ys_in.shape, *self.adapter.context_shape), dtype=dtype)
+        return self.context_learner(ys_in)
+
+    def forward(self, input: torch.Tensor, hidden=None) -> Tuple[torch.Tensor, None]:
+        """Logits ``(B, L, V)``; ``input`` starts with sos (ESPnet LMs use eos = sos = V-1)."""
+        return self.adapter.forward(input, self.contexts(input)), None
+
+    def batch_score(self, ys: torch.Tensor, states: List[Any], xs: torch.Tensor):
+        fresh = states[0] is None
+        dec_states = None if fresh else [s[0] for s in states]
+        if self.context_learner is None:
+            ctx = self.contexts(ys if fresh else ys[:, -1:])
+            ctx_states = [None] * ys.size(0)
+        elif fresh:
+            ctx, ctx_states = self.context_learner.batch_contexts(ys, None)
+        else:
+            ctx, ctx_states = self.context_learner.batch_contexts(ys, [s[1] for s in states])
+        logp, new_dec = self.adapter.batch_step(ys, dec_states or [None] * ys.size(0), ctx)
+        return logp, list(zip(new_dec, ctx_states))
+
+    def score(self, y: torch.Tensor, state: Any, x: torch.Tensor):
+        logp, states = self.batch_score(y.unsqueeze(0), [state], x.unsqueeze(0))
+        return logp[0], states[0]
+
+    def num_ilm_params(self) -> int:
+        """ILM-related parameters: decoder parts the ILM runs plus the context learner."""
+        n = sum(p.numel() for p in self.adapter.parameters())
+        if self.context_learner is not None:
+            n += sum(p.numel() for p in self.context_learner.parameters())
+        return n
+
+
+class ClampedScorer(torch.nn.Module, BatchScorerInterface):
+    """Wraps a scorer and clamps its scores at ``floor`` so a negative fusion weight can never
+    turn a masked (-inf / -1e10) token into +inf or NaN."""
+
+    def __init__(self, scorer: ScorerInterface, floor: float = LOGP_FLOOR):
+        super().__init__()
+        self.scorer = scorer
+        self.floor = floor
+
+    def init_state(self, x):
+        return self.scorer.init_state(x)
+
+    def batch_init_state(self, x):
+        return self.scorer.batch_init_state(x)
+
+    def select_state(self, state, i, new_id=None):
+        return self.scorer.select_state(state, i, new_id)
+
+    def score(self, y, state, x):
+        s, state = self.scorer.score(y, state, x)
+        return s.clamp(min=self.floor), state
+
+    def batch_score(self, ys, states, xs):
+        if isinstance(self.scorer, BatchScorerInterface):
+            s, states = self.scorer.batch_score(ys, states, xs)
+        else:  # per-hypothesis fallback for scorers without batch support
+            outs = [self.scorer.score(y, st, x) for y, st, x in zip(ys, states, xs)]
+            s, states = torch.stack([o[0] for o in outs]), [o[1] for o in outs]
+        return s.clamp(min=self.floor), states
+
+    def final_score(self, state):
+        return max(float(self.scorer.final_score(state)), self.floor)
+
+
+@typechecked
+def check_same_tokens(asr_tokens: Sequence[str], lm_tokens: Sequence[str], what: str) -> None:
+    """The ASR model and an LM scorer must share ids: same token list, ``<sos/eos>`` last."""
+    if list(asr_tokens) != list(lm_tokens):
+        diff = next((i for i, (a, b) in enumerate(zip(asr_tokens, lm_tokens)) if a != b),
+                    min(len(asr_tokens), len(lm_tokens)))
+        raise ValueError(
+            f"{what}: token list differs from the ASR model's (sizes {len(asr_tokens)} vs "
+            f"{len(lm_tokens)}, first difference at id {diff}); use the same tokens.txt"
+        )
+    if asr_tokens[-1] != "<sos/eos>":
+        raise ValueError(f"{what}: <sos/eos> must be the last token (ESPnet LMs use sos=eos=V-1)")
+
+
+class HiddenFrozenMixin:
+    """Holds frozen helper modules (a teacher, an ASR decoder) outside the module tree: they
+    stay out of ``state_dict()``, ``parameters()`` (optimizer, DDP) and ``train()`` (no dropout
+    after the Trainer's per-epoch ``model.train()``), yet ``.to()/.half()`` still move them."""
+
+    _hidden_names: Tuple[str, ...] = ()
+
+    def _set_hidden(self, name: str, module: Optional[torch.nn.Module]) -> None:
+        if name not in self._hidden_names:
+            raise AttributeError(f"{name} is not a declared hidden module")
+        if module is not None:
+            module.eval()
+            module.requires_grad_(False)
+        object.__setattr__(self, name, module)
+
+    def _apply(self, fn, *args, **kwargs):
+        super()._apply(fn, *args, **kwargs)
+        for name in self._hidden_names:
+            module = self.__dict__.get(name)
+            if module is not None:
+                module._apply(fn, *args, **kwargs)
+        return self
+
+
+@typechecked
+def load_internal_lm(
+    asr_train_config: str,
+    asr_model_file: str,
+    ilm_type: str = "zero",
+    ctx_train_config: Optional[str] = None,
+    ctx_model_file: Optional[str] = None,
+    device: str = "cpu",
+) -> "InternalLM":
+    """ILME-Z (``zero``) or ILME-L (``label_ctx``) of a trained ASR model (config + checkpoint).
+    Only the decoder is kept; ``import espnet_ext`` has registered our model classes."""
+    from espnet2.tasks.asr import ASRTask
+
+    asr_model, _ = ASRTask.build_model_from_file(asr_train_config, asr_model_file, device)
+    return internal_lm_from_asr_model(asr_model, ilm_type, ctx_train_config, ctx_model_file,
+                                      device)
+
+
+def internal_lm_from_asr_model(asr_model, ilm_type: str = "zero",
+                               ctx_train_config: Optional[str] = None,
+                               ctx_model_file: Optional[str] = None,
+                               device: str = "cpu") -> "InternalLM":
+    """Build the ILM on an already loaded ASR model (shares its decoder)."""
+    learner = None
+    if ilm_type == "label_ctx":
+        if ctx_model_file is None:
+            raise ValueError("ILME-L (label_ctx) needs the context learner checkpoint")
+        from espnet_ext.lm.context_learner import load_context_learner
+
+        learner, token_list = load_context_learner(ctx_train_config, ctx_model_file, device)
+        check_same_tokens(asr_model.token_list, token_list, f"context learner {ctx_model_file}")
+    elif ilm_type != "zero":
+        raise ValueError(f"decoder-based ILM type must be zero|label_ctx, got {ilm_type}")
+    ilm = InternalLM(asr_model.decoder, learner, sos=asr_model.sos).to(device).eval()
+    ilm.requires_grad_(False)
+    ilm.token_list = list(asr_model.token_list)
+    return ilm
