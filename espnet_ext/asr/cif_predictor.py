@@ -17,7 +17,6 @@ Deliberate differences from the reference (also in docs/differences.md):
 from typing import Optional
 
 import torch
-from espnet.nets.pytorch_backend.nets_utils import make_pad_mask
 from typeguard import typechecked
 
 from espnet_ext.asr.cif import CIFOutput, cif
@@ -51,7 +50,7 @@ class CIFPredictor(torch.nn.Module):
 
     def weights(self, hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, T, D) encoder output -> (B, T) weights in (0, 1), zero on padded frames."""
-        valid = ~make_pad_mask(lengths, maxlen=hidden.size(1)).to(hidden.device)
+        valid = torch.arange(hidden.size(1), device=hidden.device)[None, :] < lengths.to(hidden.device)[:, None]
         x = hidden * valid[:, :, None].to(hidden.dtype)
         x = self.conv(x.transpose(1, 2)).transpose(1, 2)
         alphas = torch.sigmoid(self.weight_proj(self.dropout(x))).squeeze(-1)

@@ -25,6 +25,9 @@ _DASHES = re.compile(r"[-\u2010-\u2015]+")
 _SILENT_PUNCT = re.compile(r"[.,;:!?\"()\[\]{}`\u2018\u201c\u201d]")
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)*")
 _CLAUSE_END = re.compile(r"[.!?;:]+")
+# Written forms that synthesisers expand ("mr" -> "mister", "ii" -> "two"): the transcript would
+# not say what is spoken, so sentences containing them are left out.
+_EXPANDED_WORDS = frozenset("mr mrs ms dr st jr sr etc vs ii iii iv vi vii viii ix xi xii".split())
 _VERSE = re.compile(r"^\s+\d+\s+(\S.*)$")
 _WORDNET_EXAMPLE = re.compile(r'"([^"]+)"')
 
@@ -54,11 +57,18 @@ def split_clauses(text: str) -> List[str]:
 
 
 def keep_sentences(candidates: Iterable[str], min_words: int, max_words: int) -> List[str]:
-    """Normalise, keep ``min_words..max_words`` words, dedupe keeping the first occurrence."""
+    """Normalise, keep ``min_words..max_words`` words, dedupe keeping the first occurrence.
+
+    Sentences with written forms that synthesisers expand (abbreviations, roman numerals) are
+    dropped too.
+    """
     kept: Dict[str, None] = {}
     for candidate in candidates:
         sentence = normalize_sentence(candidate)
-        if sentence and min_words <= sentence.count(" ") + 1 <= max_words:
+        if not sentence:
+            continue
+        words = sentence.split(" ")
+        if min_words <= len(words) <= max_words and _EXPANDED_WORDS.isdisjoint(words):
             kept.setdefault(sentence, None)
     return list(kept)
 

@@ -50,7 +50,8 @@ class Voice:
             if self.name not in FESTIVAL_VOICES:
                 raise ValueError(f"unknown festival voice {self.name!r}; known: {sorted(FESTIVAL_VOICES)}")
             if FESTIVAL_VOICES[self.name][1] is None and (self.stretch or self.f0_mean):
-                raise ValueError(f"festival voice {self.name} (HTS) ignores stretch/f0_mean; leave them unset")
+                raise ValueError(f"festival voice {self.name} (HTS) ignores stretch/f0_mean; "
+                                 "leave them unset")
         elif self.engine == "espeak":
             if not (self.variant and self.rate and self.pitch):
                 raise ValueError(f"espeak voice {self.name} needs variant, rate and pitch")
@@ -73,6 +74,27 @@ class Voice:
         return self.name if self.engine == "festival" else "espeak"
 
 
+def check_espeak_voices(voices: Sequence[Voice]) -> None:
+    """Fail early on an unknown espeak-ng accent or variant.
+
+    espeak-ng silently falls back to its default variant for an unknown one, which would turn a
+    typo in a preset into duplicated "speakers".
+    """
+    listing = subprocess.run(["espeak-ng", "--voices"], capture_output=True, text=True, check=True)
+    accents = {line.split()[1] for line in listing.stdout.splitlines()[1:] if line.split()}
+    listing = subprocess.run(["espeak-ng", "--voices=variant"], capture_output=True, text=True,
+                             check=True)
+    variants = {tok[len("!v/"):] for line in listing.stdout.splitlines() for tok in line.split()
+                if tok.startswith("!v/")}
+    for v in voices:
+        if v.engine != "espeak":
+            continue
+        if v.name not in accents:
+            raise ValueError(f"espeak-ng has no voice {v.name!r} (see `espeak-ng --voices`)")
+        if v.variant not in variants:
+            raise ValueError(f"espeak-ng has no variant {v.variant!r} (see `espeak-ng --voices=variant`)")
+
+
 def check_wav(path: Path) -> Tuple[Optional[str], float]:
     """(None, seconds) for a usable 16 kHz mono 16-bit speech wav, else (reason, 0.0)."""
     try:
@@ -91,6 +113,21 @@ def check_wav(path: Path) -> Tuple[Optional[str], float]:
     if rms < MIN_RMS:
         return f"silent (rms {rms:.2e})", 0.0
     return None, seconds
+
+
+def wav_seconds(path: Path) -> Optional[float]:
+    """Duration from the header of a 16 kHz mono 16-bit wav; None if it is not one."""
+    try:
+        with wave.open(str(path), "rb") as w:
+            if (w.getnchannels(), w.getsampwidth(), w.getframerate()) != (1, 2, SAMPLE_RATE):
+                return None
+            frames = w.getnframes()
+    except (OSError, EOFError, wave.Error):
+        return None
+    # A truncated file still has the full length in its header: check the data is there.
+    if os.path.getsize(path) < 44 + 2 * frames:
+        return None
+    return frames / SAMPLE_RATE
 
 
 def tmp_path(wav: Path) -> Path:
@@ -184,7 +221,8 @@ def synthesize_festival(
             else:
                 failed.append((item[2], f"festival {item[0].speaker_id}: {reason}"))
         if missing and missing[0] is remaining[0]:
-            failed.append((missing[0][2], f"festival {missing[0][0].speaker_id}: no output ({error or 'no error'})"))
+            voice, _, wav = missing[0]
+            failed.append((wav, f"festival {voice.speaker_id}: no output ({error or 'no error'})"))
             missing = missing[1:]
         remaining = missing
     return done, failed

@@ -34,6 +34,8 @@ class DecoderContextAdapter:
     """
 
     context_shape: Tuple[int, int]
+    # True when a scoring step reads the contexts of all positions, not just the last one.
+    needs_full_context: bool = False
 
     def __init__(self, decoder: AbsDecoder):
         self.decoder = decoder
@@ -158,6 +160,27 @@ class TransformerDecoderAdapter(DecoderContextAdapter):
         return [p for p in self.decoder.parameters() if id(p) not in att]
 
 
+class CIFDecoderAdapter(DecoderContextAdapter):
+    """Our CIF decoder: the context is the CIF vector c_i (input at i+1 and output at i), given
+    to the decoder as its ``xs``/``hs_pad``; ILME-Z is exactly the decoder with zero ``xs``."""
+
+    needs_full_context = True  # its batch_score rebuilds inputs from c_0..c_{L-1}
+
+    def __init__(self, decoder: AbsDecoder):
+        super().__init__(decoder)
+        self.context_shape = (1, decoder.cif_dim)
+
+    def forward(self, ys_in, ctx):
+        lens = ys_in.new_full((ys_in.size(0),), ys_in.size(1))
+        return self.decoder(ctx[:, :, 0], None, ys_in, lens)[0]
+
+    def batch_step(self, ys, states, ctx):
+        if ctx.size(1) != ys.size(1):
+            raise ValueError(f"CIF ILM needs contexts of all {ys.size(1)} positions, "
+                             f"got {ctx.size(1)}")
+        return self.decoder.batch_score(ys, states, ctx[:, :, 0])
+
+
 _ADAPTERS: List[Tuple[str, str, type]] = []  # (module, class name, adapter), checked in order
 
 
@@ -169,6 +192,7 @@ def register_adapter(decoder_module: str, decoder_class: str, adapter: type) -> 
 register_adapter("espnet2.asr.decoder.rnn_decoder", "RNNDecoder", RNNDecoderAdapter)
 register_adapter("espnet2.asr.decoder.transformer_decoder", "BaseTransformerDecoder",
                  TransformerDecoderAdapter)
+register_adapter("espnet_ext.asr.decoder.cif_decoder", "CIFDecoder", CIFDecoderAdapter)
 
 
 def make_adapter(decoder: AbsDecoder) -> DecoderContextAdapter:
@@ -214,17 +238,23 @@ class InternalLM(AbsLM):
         return self.adapter.forward(input, self.contexts(input)), None
 
     def batch_score(self, ys: torch.Tensor, states: List[Any], xs: torch.Tensor):
+        """Beam-search step; ``xs`` (acoustics) is ignored. Per-hypothesis state:
+        ``(decoder state, learner state, context history if the decoder needs it)``."""
+        n = ys.size(0)
         fresh = states[0] is None
-        dec_states = None if fresh else [s[0] for s in states]
+        full = self.adapter.needs_full_context
         if self.context_learner is None:
-            ctx = self.contexts(ys if fresh else ys[:, -1:])
-            ctx_states = [None] * ys.size(0)
-        elif fresh:
-            ctx, ctx_states = self.context_learner.batch_contexts(ys, None)
+            ctx = self.contexts(ys if (fresh or full) else ys[:, -1:])
+            ctx_states, history = [None] * n, [None] * n
         else:
-            ctx, ctx_states = self.context_learner.batch_contexts(ys, [s[1] for s in states])
-        logp, new_dec = self.adapter.batch_step(ys, dec_states or [None] * ys.size(0), ctx)
-        return logp, list(zip(new_dec, ctx_states))
+            ctx, ctx_states = self.context_learner.batch_contexts(
+                ys, None if fresh else [s[1] for s in states])
+            if full and not fresh:
+                ctx = torch.cat([torch.stack([s[2] for s in states]), ctx], dim=1)
+            history = list(ctx) if full else [None] * n
+        dec_states = [None] * n if fresh else [s[0] for s in states]
+        logp, new_dec = self.adapter.batch_step(ys, dec_states, ctx)
+        return logp, list(zip(new_dec, ctx_states, history))
 
     def score(self, y: torch.Tensor, state: Any, x: torch.Tensor):
         logp, states = self.batch_score(y.unsqueeze(0), [state], x.unsqueeze(0))

@@ -189,34 +189,33 @@ class BigramLM(AbsLM):
         self.vocab_size = len(token_list)
         self.register_buffer("unigram_logp", unigram.float())
         self.register_buffer("backoff_logw", backoff.float())
-        # Seen bigrams stored as a sparse correction on top of the back-off row, so a row is
-        # backoff[v] + unigram + correction[v] (dense only for the rows being scored).
-        if bigrams:
-            idx = torch.tensor(list(bigrams.keys()), dtype=torch.long).T
-            base = backoff[idx[0]] + unigram[idx[1]]
-            delta = torch.tensor(list(bigrams.values()), dtype=torch.float64) - base
-        else:
-            idx, delta = torch.zeros(2, 0, dtype=torch.long), torch.zeros(0, dtype=torch.float64)
-        self.register_buffer("_idx", idx)
+        # Seen bigrams as a CSR-style correction on top of the back-off row: a row is
+        # backoff[v] + unigram + correction[v], made dense only for the rows being scored.
+        entries = sorted(bigrams.items())
+        rows = torch.tensor([v for (v, _), _ in entries], dtype=torch.long)
+        cols = torch.tensor([w for (_, w), _ in entries], dtype=torch.long)
+        logp = torch.tensor([lp for _, lp in entries], dtype=torch.float64)
+        delta = logp - (backoff[rows] + unigram[cols]) if entries else logp
+        row_ptr = torch.zeros(self.vocab_size + 1, dtype=torch.long)
+        row_ptr[1:] = torch.bincount(rows, minlength=self.vocab_size).cumsum(0)
+        self.register_buffer("_row_ptr", row_ptr)
+        self.register_buffer("_cols", cols)
         self.register_buffer("_delta", delta.float())
-
-    def _correction(self) -> torch.Tensor:
-        # Built once per device/dtype (buffers move with .to(); a sparse cache would not).
-        key = (self._delta.device, self._delta.dtype)
-        if getattr(self, "_sparse_key", None) != key:
-            V = self.vocab_size
-            self._sparse = torch.sparse_coo_tensor(
-                self._idx, self._delta, (V, V), check_invariants=True
-            ).coalesce()
-            self._sparse_key = key
-        return self._sparse
 
     def log_probs(self, history: torch.Tensor) -> torch.Tensor:
         """Next-token log-probabilities (..., V) for last-token ids ``history`` (...)."""
         flat = history.reshape(-1)
-        rows = torch.index_select(self._correction(), 0, flat).to_dense()
-        rows = rows + self.backoff_logw[flat].unsqueeze(-1) + self.unigram_logp.unsqueeze(0)
-        return rows.view(*history.shape, self.vocab_size)
+        out = self.backoff_logw[flat].unsqueeze(-1) + self.unigram_logp.unsqueeze(0)
+        start, end = self._row_ptr[flat], self._row_ptr[flat + 1]
+        counts = end - start
+        total = int(counts.sum())
+        if total:
+            which = torch.repeat_interleave(torch.arange(flat.numel(), device=flat.device), counts)
+            offset = torch.arange(total, device=flat.device) - torch.repeat_interleave(
+                counts.cumsum(0) - counts, counts)
+            idx = start[which] + offset
+            out[which, self._cols[idx]] += self._delta[idx]
+        return out.view(*history.shape, self.vocab_size)
 
     def forward(self, input: torch.Tensor, hidden=None) -> Tuple[torch.Tensor, None]:
         return self.log_probs(input), None
@@ -226,6 +225,54 @@ class BigramLM(AbsLM):
 
     def batch_score(self, ys: torch.Tensor, states: List, xs: torch.Tensor):
         return self.log_probs(ys[:, -1]), None
+
+
+@typechecked
+def read_token_ids(
+    text_file: Union[str, Path],
+    token_list: Sequence[str],
+    token_type: str = "char",
+    bpemodel: Optional[str] = None,
+    cleaner: Optional[str] = None,
+    non_linguistic_symbols: Optional[str] = None,
+) -> Tuple[List[str], List[List[int]], int]:
+    """Tokenise an ESPnet ``text`` file (``uttid text``) exactly like LM training (ESPnet's
+    CommonPreprocessor). Returns ``(utt_ids, token_ids, skipped)``; utterances without text
+    are skipped, logged and counted."""
+    import logging
+
+    import numpy as np
+    from tqdm import tqdm
+
+    from espnet2.train.preprocessor import CommonPreprocessor
+
+    prep = CommonPreprocessor(train=False, token_type=token_type, token_list=list(token_list),
+                              bpemodel=bpemodel, text_cleaner=cleaner,
+                              non_linguistic_symbols=non_linguistic_symbols)
+    utts, sentences, skipped = [], [], 0
+    with open(text_file, encoding="utf-8") as f:
+        for lineno, line in enumerate(tqdm(f, desc=f"tokenise {Path(text_file).name}",
+                                           mininterval=5), 1):
+            parts = line.rstrip("\n").split(maxsplit=1)
+            if len(parts) < 2:
+                skipped += 1
+                logging.warning(f"{text_file}:{lineno}: no text for utterance "
+                                f"{parts[0] if parts else '(empty line)'}; skipped")
+                continue
+            ids = prep(parts[0], {"text": parts[1]})["text"]
+            utts.append(parts[0])
+            sentences.append(np.asarray(ids).tolist())
+    if skipped:
+        logging.warning(f"{text_file}: skipped {skipped} utterances without text")
+    return utts, sentences, skipped
+
+
+def read_token_list(token_list_file: Union[str, Path]) -> List[str]:
+    """Token list whose last entry must be ``<sos/eos>`` (ESPnet LM convention: sos = eos = V-1)."""
+    token_list = [t.rstrip("\n") for t in open(token_list_file, encoding="utf-8")]
+    if not token_list or token_list[-1] != SOS_EOS:
+        raise ValueError(f"{token_list_file}: last token must be {SOS_EOS} (ESPnet LM convention)")
+    return token_list
 
 
 @typechecked
@@ -239,33 +286,40 @@ def train_bigram(
     non_linguistic_symbols: Optional[str] = None,
     discount: Optional[float] = None,
 ) -> Dict[str, float]:
-    """Tokenise an ESPnet ``text`` file (``uttid text``) exactly like LM training (ESPnet's
-    CommonPreprocessor) and write the KN 2-gram as ARPA. Empty lines are counted and logged."""
-    import logging
-
-    import numpy as np
-    from tqdm import tqdm
-
-    from espnet2.train.preprocessor import CommonPreprocessor
-
-    token_list = [t.rstrip("\n") for t in open(token_list_file, encoding="utf-8")]
-    if token_list[-1] != SOS_EOS:
-        raise ValueError(f"{token_list_file}: last token must be {SOS_EOS} (ESPnet LM convention)")
-    prep = CommonPreprocessor(train=False, token_type=token_type, token_list=token_list,
-                              bpemodel=bpemodel, text_cleaner=cleaner,
-                              non_linguistic_symbols=non_linguistic_symbols)
-    sentences, skipped = [], 0
-    with open(text_file, encoding="utf-8") as f:
-        for line in tqdm(f, desc=f"2-gram counts {Path(text_file).name}", mininterval=5):
-            parts = line.rstrip("\n").split(maxsplit=1)
-            if len(parts) < 2:
-                skipped += 1
-                logging.warning(f"{text_file}: skipping empty utterance {parts[:1]}")
-                continue
-            ids = prep(parts[0], {"text": parts[1]})["text"]
-            sentences.append(np.asarray(ids).tolist())
+    """Tokenise ``text_file`` like LM training and write the KN 2-gram as ARPA."""
+    token_list = read_token_list(token_list_file)
+    _, sentences, skipped = read_token_ids(text_file, token_list, token_type, bpemodel, cleaner,
+                                           non_linguistic_symbols)
     uni, bow, bi, info = estimate_bigram_kn(sentences, len(token_list), len(token_list) - 1,
                                             discount)
     write_arpa(output_arpa, token_list, uni, bow, bi)
     info.update(num_sentences=float(len(sentences)), skipped=float(skipped))
     return info
+
+
+def main(cmd: Optional[List[str]] = None) -> None:
+    """CLI: ``python -m espnet_ext.lm.ngram --text T --token_list L --output bigram.arpa``."""
+    import argparse
+    import json
+    import logging
+
+    parser = argparse.ArgumentParser(description="Train the interpolated Kneser-Ney 2-gram DR-LM")
+    parser.add_argument("--text", required=True, help="ESPnet text file: uttid text")
+    parser.add_argument("--token_list", required=True)
+    parser.add_argument("--output", required=True, help="ARPA file to write")
+    parser.add_argument("--token_type", default="char", choices=["char", "bpe", "word"])
+    parser.add_argument("--bpemodel", default=None)
+    parser.add_argument("--cleaner", default=None)
+    parser.add_argument("--non_linguistic_symbols", default=None)
+    parser.add_argument("--discount", type=float, default=None,
+                        help="fixed absolute discount (default: n1/(n1+2 n2) per order)")
+    args = parser.parse_args(cmd)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    info = train_bigram(args.text, args.token_list, args.output, args.token_type, args.bpemodel,
+                        args.cleaner, args.non_linguistic_symbols, args.discount)
+    logging.info(f"2-gram written to {args.output}: {json.dumps(info)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -21,7 +21,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 from espnet.nets.pytorch_backend.conformer.convolution import ConvolutionModule
 from espnet.nets.pytorch_backend.conformer.encoder_layer import EncoderLayer
-from espnet.nets.pytorch_backend.nets_utils import get_activation, make_pad_mask
+from espnet.nets.pytorch_backend.nets_utils import get_activation
 from espnet.nets.pytorch_backend.transformer.attention import RelPositionMultiHeadedAttention
 from espnet.nets.pytorch_backend.transformer.embedding import RelPositionalEncoding
 from espnet.nets.pytorch_backend.transformer.positionwise_feed_forward import (
@@ -29,6 +29,11 @@ from espnet.nets.pytorch_backend.transformer.positionwise_feed_forward import (
 )
 from espnet2.asr.encoder.abs_encoder import AbsEncoder
 from typeguard import typechecked
+
+
+def _valid_frames(lengths: torch.Tensor, maxlen: int) -> torch.Tensor:
+    """(B, maxlen) True on valid frames (ESPnet's make_pad_mask treats length 0 as full length)."""
+    return torch.arange(maxlen, device=lengths.device)[None, :] < lengths[:, None]
 
 
 class _PaddingMaskedConvolution(ConvolutionModule):
@@ -121,7 +126,7 @@ class ConformerPoolingEncoder(AbsEncoder):
         for block_id, layer in enumerate(self.encoders, start=1):
             if x.size(1) == 0:  # every utterance too short: nothing left to encode
                 break
-            valid = ~make_pad_mask(lengths, maxlen=x.size(1)).to(x.device)  # (B, T)
+            valid = _valid_frames(lengths, x.size(1))  # (B, T)
             if self.mask_conv_padding:
                 layer.conv_module.frame_mask = valid[:, :, None]
             try:
@@ -135,7 +140,7 @@ class ConformerPoolingEncoder(AbsEncoder):
                 # Relative positions are recomputed for the new frame rate (as the reference).
                 _, pos_emb = self.pos_enc(x)
 
-        x = x * (~make_pad_mask(lengths, maxlen=x.size(1)).to(x.device))[:, :, None].to(x.dtype)
+        x = x * _valid_frames(lengths, x.size(1))[:, :, None].to(x.dtype)
         return x, lengths, None
 
     @staticmethod

@@ -1,0 +1,420 @@
+"""Batched ASR decoding: many utterances decoded together by one beam search.
+
+    python -m espnet_ext.bin.asr_inference --asr_train_config exp/asr/config.yaml \
+        --asr_model_file exp/asr/valid.acc.ave.pth \
+        --data_path_and_name_and_type dump/fbank/test/feats.scp,speech,kaldi_ark \
+        --output_dir exp/asr/decode/test --config conf/decode_cif.yaml [--lm_train_config ...]
+
+Works for the CIF model (``cif_encode``: exactly as many tokens as CIF fired, then a scored
+``<eos>``) and for stock ESPnet attention encoder-decoder models (free length, ESPnet's
+maxlenratio/minlenratio/end detection). Utterances are sorted by length and decoded
+``--batch_size`` at a time with :class:`UtteranceBatchBeamSearch`. Output is ESPnet's layout
+``<output_dir>/<n>best_recog/{text,token,token_int,score}`` sorted by utterance id, with the
+score as a plain float; the log ends with the decoding speed (RTF, audio seconds per second).
+
+Extension points: :func:`build_scorers` decides which scorers enter the search (decoder, LM,
+length bonus); an internal-LM estimator adds its own arguments to :func:`get_parser` and its
+scorers in a wrapped ``build_scorers`` passed to :func:`main`/:func:`inference`.
+"""
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import humanfriendly
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import espnet_ext  # noqa: F401  (registers the CIF model in ESPnet's task registries)
+from espnet.nets.scorer_interface import ScorerInterface
+from espnet2.utils import config_argparse
+from espnet2.utils.types import str2bool, str2triple_str, str_or_none
+from espnet_ext.asr.utterance_batch_beam_search import UtteranceBatchBeamSearch
+
+logger = logging.getLogger("espnet_ext.asr_inference")
+
+Result = Tuple[Optional[str], List[str], List[int], object]  # text, tokens, token ids, Hypothesis
+
+
+def get_parser() -> config_argparse.ArgumentParser:
+    parser = config_argparse.ArgumentParser(
+        description="Batched beam-search ASR decoding (CIF and ESPnet attention models)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--log_level", type=lambda x: x.upper(), default="INFO",
+                        choices=("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG", "NOTSET"))
+    parser.add_argument("--output_dir", type=str, required=True)
+    parser.add_argument("--ngpu", type=int, default=0, choices=(0, 1), help="0: CPU, 1: one GPU")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dtype", default="float32", choices=["float16", "float32", "float64"])
+    parser.add_argument("--num_workers", type=int, default=0, help="data loader processes")
+
+    group = parser.add_argument_group("Input data")
+    group.add_argument("--data_path_and_name_and_type", type=str2triple_str, required=True,
+                       action="append", help="e.g. feats.scp,speech,kaldi_ark or wav.scp,speech,sound")
+    group.add_argument("--key_file", type=str_or_none, help="decode only these utterance ids")
+    group.add_argument("--allow_variable_data_keys", type=str2bool, default=False)
+    group.add_argument("--frame_shift", type=float, default=0.01,
+                       help="seconds per frame of 2-D (frames x dims) inputs, for the speed log")
+
+    group = parser.add_argument_group("Models")
+    group.add_argument("--asr_train_config", type=str, required=True)
+    group.add_argument("--asr_model_file", type=str, required=True)
+    group.add_argument("--lm_train_config", type=str_or_none, help="ESPnet LM config.yaml")
+    group.add_argument("--lm_file", type=str_or_none, help="ESPnet LM parameters (.pth)")
+    group.add_argument("--tail_threshold", type=float, default=None,
+                       help="CIF only: override the predictor's inference tail threshold")
+
+    group = parser.add_argument_group("Beam search")
+    group.add_argument("--batch_size", type=int, default=16, help="utterances decoded together")
+    group.add_argument("--nbest", type=int, default=1)
+    group.add_argument("--beam_size", type=int, default=10)
+    group.add_argument("--lm_weight", type=float, default=1.0, help="shallow-fusion LM weight")
+    group.add_argument("--penalty", type=float, default=0.0, help="length bonus per token")
+    group.add_argument("--ctc_weight", type=float, default=0.0,
+                       help="accepted for ESPnet decode configs; only 0 is supported")
+    group.add_argument("--maxlenratio", type=float, default=0.0,
+                       help="free-length models: 0 = encoder length with end detection, "
+                            ">0 ratio of it, <0 constant maximum")
+    group.add_argument("--minlenratio", type=float, default=0.0)
+    group.add_argument("--score_floor", type=float, default=-1e4,
+                       help="each scorer's log-probs are clamped to >= this before weighting")
+    group.add_argument("--encoder_batching", default="auto", choices=["auto", "batch", "utterance"],
+                       help="batch: encode the padded batch at once; utterance: one at a time "
+                            "(exactly as unbatched); auto: batch only for encoders that are "
+                            "padding-exact (conformer_pooling)")
+
+    group = parser.add_argument_group("Text conversion")
+    group.add_argument("--token_type", type=str_or_none, default=None,
+                       help="default: the ASR training config's")
+    group.add_argument("--bpemodel", type=str_or_none, default=None,
+                       help="default: the ASR training config's")
+    # --- internal-LM fusion (issue 7, espnet_ext/lm/fusion.py): --ilm_type/--ilm_weight/... ---
+    from espnet_ext.lm.fusion import add_ilm_arguments
+
+    add_ilm_arguments(parser)
+    # --- end internal-LM fusion ---
+    return parser
+
+
+def build_scorers(
+    args: argparse.Namespace, asr_model: torch.nn.Module, device: str
+) -> Tuple[Dict[str, ScorerInterface], Dict[str, float]]:
+    """Scorers and weights of the search: decoder 1.0, LM ``--lm_weight``, length bonus ``--penalty``.
+
+    Override (wrap) this to add scorers, e.g. an internal LM with a negative weight.
+    """
+    scorers: Dict[str, ScorerInterface] = {"decoder": asr_model.decoder}
+    weights = {"decoder": 1.0}
+    if args.lm_train_config is not None or args.lm_file is not None:
+        if args.lm_weight == 0.0:
+            logger.info("lm_weight is 0: the LM is not loaded (same result as no LM)")
+        else:
+            from espnet2.tasks.lm import LMTask
+
+            lm_model, lm_args = LMTask.build_model_from_file(args.lm_train_config, args.lm_file, device)
+            _check_same_tokens(asr_model.token_list, lm_args.token_list, args.lm_file or args.lm_train_config)
+            scorers["lm"] = lm_model.lm
+            weights["lm"] = args.lm_weight
+    if args.penalty != 0.0:
+        from espnet.nets.scorers.length_bonus import LengthBonus
+
+        scorers["length_bonus"] = LengthBonus(len(asr_model.token_list))
+        weights["length_bonus"] = args.penalty
+    # --- internal-LM fusion (issue 7): scorers["ilm"] with weight -ilm_weight ---
+    from espnet_ext.lm.fusion import add_ilm_scorer
+
+    add_ilm_scorer(scorers, weights, args, asr_model, device)
+    # --- end internal-LM fusion ---
+    return scorers, weights
+
+
+def _check_same_tokens(asr_tokens: Sequence[str], lm_tokens, where: str) -> None:
+    if isinstance(lm_tokens, str):
+        lm_tokens = [t.rstrip("\n") for t in Path(lm_tokens).read_text(encoding="utf-8").splitlines()]
+    if list(asr_tokens) != list(lm_tokens):
+        raise ValueError(f"LM {where}: its token list ({len(lm_tokens)} tokens) differs from the "
+                         f"ASR model's ({len(asr_tokens)}); shallow fusion needs the same list")
+
+
+class BatchSpeech2Text:
+    """Loads an ESPnet ASR model (+ scorers) and decodes batches of utterances."""
+
+    def __init__(self, args: argparse.Namespace, build_scorers: Callable = build_scorers):
+        from espnet2.tasks.asr import ASRTask
+
+        if args.ctc_weight != 0.0:
+            raise ValueError("--ctc_weight: CTC prefix scoring is not supported by the batched "
+                             "search (CIF decodes without it); use 0")
+        if args.nbest > args.beam_size:
+            raise ValueError(f"--nbest {args.nbest} > --beam_size {args.beam_size}")
+        self.device = "cuda" if args.ngpu > 0 else "cpu"
+        self.dtype = getattr(torch, args.dtype)
+        asr_model, asr_train_args = ASRTask.build_model_from_file(
+            args.asr_train_config, args.asr_model_file, self.device
+        )
+        if hasattr(asr_model, "strip_training_heads"):
+            asr_model.strip_training_heads()
+        self.fixed_length = hasattr(asr_model, "cif_encode")
+        if args.tail_threshold is not None:
+            predictor = getattr(asr_model, "predictor", None)
+            if not self.fixed_length or not hasattr(predictor, "tail_threshold"):
+                raise ValueError("--tail_threshold applies to CIF models only")
+            predictor.tail_threshold = args.tail_threshold
+        asr_model.to(dtype=self.dtype).eval()
+        self.asr_model, self.asr_train_args = asr_model, asr_train_args
+
+        scorers, weights = build_scorers(args, asr_model, self.device)
+        for scorer in scorers.values():
+            if isinstance(scorer, torch.nn.Module):
+                scorer.to(device=self.device, dtype=self.dtype).eval()
+        token_list = list(asr_model.token_list)
+        self.beam_search = UtteranceBatchBeamSearch(
+            scorers=scorers, weights=weights, beam_size=args.beam_size,
+            vocab_size=len(token_list), sos=asr_model.sos, eos=asr_model.eos,
+            token_list=token_list, score_floor=args.score_floor,
+        ).eval()
+        self.nbest = args.nbest
+        self.maxlenratio, self.minlenratio = args.maxlenratio, args.minlenratio
+        self.batch_encode = self._choose_encoder_batching(args.encoder_batching)
+        self.converter, self.tokenizer = self._text_converters(args, asr_train_args, token_list)
+        logger.info(f"decoding mode: {'fixed length (CIF)' if self.fixed_length else 'free length'}, "
+                    f"beam {args.beam_size}, encoder batching: "
+                    f"{'padded batch' if self.batch_encode else 'per utterance'}")
+
+    def _choose_encoder_batching(self, mode: str) -> bool:
+        if mode != "auto":
+            return mode == "batch"
+        # Stock ESPnet encoders let padding reach the last valid frames (conv2d subsampling
+        # masks, conformer conv module), so only padding-exact encoders are batched by default.
+        from espnet_ext.asr.encoder.conformer_pooling_encoder import ConformerPoolingEncoder
+
+        encoder = self.asr_model.encoder
+        return (isinstance(encoder, ConformerPoolingEncoder) and encoder.mask_conv_padding
+                and self.asr_model.preencoder is None and self.asr_model.postencoder is None)
+
+    @staticmethod
+    def _text_converters(args, asr_train_args, token_list):
+        from espnet2.text.build_tokenizer import build_tokenizer
+        from espnet2.text.token_id_converter import TokenIDConverter
+
+        token_type = args.token_type or getattr(asr_train_args, "token_type", None)
+        bpemodel = args.bpemodel or getattr(asr_train_args, "bpemodel", None)
+        if token_type is None:
+            tokenizer = None
+        elif token_type == "bpe":
+            tokenizer = build_tokenizer(token_type=token_type, bpemodel=bpemodel) if bpemodel else None
+        elif token_type == "hugging_face":
+            tokenizer = build_tokenizer(token_type=token_type, model_name_or_path=bpemodel)
+        else:
+            tokenizer = build_tokenizer(token_type=token_type)
+        return TokenIDConverter(token_list=token_list), tokenizer
+
+    @torch.no_grad()
+    def encode(self, speech: torch.Tensor, lengths: torch.Tensor):
+        """(xs (B, T, D), xlens (B,), fixed lengths (B,) or None) for the search."""
+        speech = speech.to(device=self.device, dtype=self.dtype)
+        lengths = lengths.to(self.device)
+        if self.batch_encode:
+            return self._encode(speech, lengths)
+        outs = [self._encode(speech[b:b + 1, : int(lengths[b])], lengths[b:b + 1])
+                for b in range(speech.size(0))]
+        xs = torch.nn.utils.rnn.pad_sequence([o[0][0, : int(o[1][0])] for o in outs], batch_first=True)
+        xlens = torch.cat([o[1] for o in outs])
+        fixed = torch.cat([o[2] for o in outs]) if self.fixed_length else None
+        return xs, xlens, fixed
+
+    def _encode(self, speech, lengths):
+        if self.fixed_length:
+            cif_out, _, _ = self.asr_model.cif_encode(speech, lengths)
+            return cif_out.outputs, cif_out.lengths, cif_out.lengths
+        enc, enc_lens = self.asr_model.encode(speech, lengths)
+        if isinstance(enc, tuple):  # encoders with intermediate outputs
+            enc = enc[0]
+        return enc, enc_lens, None
+
+    @torch.no_grad()
+    def __call__(self, speech: torch.Tensor, lengths: torch.Tensor) -> List[List[Result]]:
+        """Decode a padded batch; per utterance up to ``nbest`` results, best first."""
+        xs, xlens, fixed = self.encode(speech, lengths)
+        nbest = self.beam_search(xs, xlens, fixed_lengths=fixed, maxlenratio=self.maxlenratio,
+                                 minlenratio=self.minlenratio, nbest=self.nbest)
+        return [[self._to_result(h) for h in hyps] for hyps in nbest]
+
+    def _to_result(self, hyp) -> Result:
+        token_int = hyp.yseq[1:-1].tolist()  # strip <sos> and the final <eos>
+        token_int = [t for t in token_int if t != 0]  # blank, as ESPnet's Speech2Text
+        token = self.converter.ids2tokens(token_int)
+        text = self.tokenizer.tokens2text(token) if self.tokenizer is not None else None
+        return text, token, token_int, hyp
+
+
+def _length_file(path: str, loader_type: str) -> Optional[Path]:
+    directory = Path(path).parent
+    names = ["utt2num_frames", "speech_shape"] if loader_type == "kaldi_ark" else ["utt2num_samples"]
+    for name in names:
+        if (directory / name).exists():
+            return directory / name
+    return None
+
+
+def utterance_lengths(dataset, keys: Sequence[str], speech_path: str, loader_type: str) -> Dict[str, int]:
+    """Input length per utterance: from utt2num_frames/utt2num_samples/speech_shape next to the
+    scp when it covers every key, else by reading each utterance once."""
+    lengths: Dict[str, int] = {}
+    length_file = _length_file(speech_path, loader_type)
+    if length_file is not None:
+        for line in length_file.read_text().splitlines():
+            if line.strip():
+                utt, value = line.split(maxsplit=1)
+                lengths[utt] = int(value.split(",")[0])
+        if all(k in lengths for k in keys):
+            return {k: lengths[k] for k in keys}
+        logger.info(f"{length_file} does not cover every utterance; reading the lengths")
+    loader = dataset.loader_dict["speech"]
+    return {k: len(loader[k]) for k in tqdm(keys, desc="reading input lengths", mininterval=5)}
+
+
+class _UttErrors(torch.utils.data.Dataset):
+    """Re-raises loading errors with the utterance id and the data files."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __getitem__(self, uid):
+        try:
+            return self.dataset[uid]
+        except Exception as e:
+            raise RuntimeError(f"cannot load utterance {uid!r} from {self.dataset.debug_info}: {e}") from e
+
+    def __len__(self):  # pragma: no cover - batch_sampler drives the loader
+        return 0
+
+
+def _audio_seconds(speech_lengths: torch.Tensor, speech_dim: int, args, asr_train_args) -> float:
+    if speech_dim == 3:  # (B, frames, dims): precomputed features
+        return float(speech_lengths.sum()) * args.frame_shift
+    fs = (getattr(asr_train_args, "frontend_conf", None) or {}).get("fs", 16000)
+    fs = humanfriendly.parse_size(fs) if isinstance(fs, str) else fs
+    return float(speech_lengths.sum()) / float(fs)
+
+
+def inference(args: argparse.Namespace, build_scorers: Callable = build_scorers) -> Dict[str, float]:
+    """Decode every utterance of the input; returns the speed summary that is also logged."""
+    from espnet2.tasks.asr import ASRTask
+    from espnet2.torch_utils.set_all_random_seed import set_all_random_seed
+    from espnet2.train.dataset import ESPnetDataset
+
+    output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    log_handler = logging.FileHandler(output_dir / "decode.log", mode="w")
+    log_handler.setFormatter(logging.Formatter("%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s"))
+    root_logger = logging.getLogger()
+    root_logger.addHandler(log_handler)
+    try:
+        logger.info("command: " + " ".join(sys.argv))
+        set_all_random_seed(args.seed)
+        if args.ngpu > 0 and not torch.cuda.is_available():
+            raise RuntimeError("--ngpu 1 but no CUDA device is available")
+        t_load = time.perf_counter()
+        s2t = BatchSpeech2Text(args, build_scorers)
+        logger.info(f"models loaded in {time.perf_counter() - t_load:.1f} s")
+
+        speech = [t for t in args.data_path_and_name_and_type if t[1] == "speech"]
+        if not speech:
+            raise ValueError("--data_path_and_name_and_type needs an input named 'speech'")
+        keys_to_load = None
+        if args.key_file is not None:
+            keys_to_load = [line.split(maxsplit=1)[0] for line in
+                            Path(args.key_file).read_text().splitlines() if line.strip()]
+        dataset = ESPnetDataset(
+            args.data_path_and_name_and_type,
+            preprocess=ASRTask.build_preprocess_fn(s2t.asr_train_args, False),
+            float_dtype=args.dtype,
+            keys_to_load=set(keys_to_load) if keys_to_load is not None else None,
+        )
+        ASRTask.check_task_requirements(dataset, args.allow_variable_data_keys, train=False, inference=True)
+        keys = keys_to_load if keys_to_load is not None else list(dataset)
+        available = set(dataset)
+        missing = [k for k in keys if k not in available]
+        if missing:
+            raise KeyError(f"{len(missing)} utterance(s) of {args.key_file} not in {speech[0][0]}: "
+                           f"{', '.join(missing[:10])}")
+        lengths = utterance_lengths(dataset, keys, speech[0][0], speech[0][2])
+        order = sorted(keys, key=lambda k: (-lengths[k], k))
+        batches = [order[i:i + args.batch_size] for i in range(0, len(order), args.batch_size)]
+        loader = torch.utils.data.DataLoader(
+            _UttErrors(dataset), batch_sampler=batches, num_workers=args.num_workers,
+            collate_fn=ASRTask.build_collate_fn(s2t.asr_train_args, False),
+        )
+
+        results: Dict[str, List[Result]] = {}
+        audio_s = 0.0
+        t0 = time.perf_counter()
+        with tqdm(total=len(keys), desc="decoding", unit="utt", mininterval=5) as progress:
+            for uttids, batch in loader:
+                audio_s += _audio_seconds(batch["speech_lengths"], batch["speech"].dim(), args,
+                                          s2t.asr_train_args)
+                for uid, nbest in zip(uttids, s2t(batch["speech"], batch["speech_lengths"])):
+                    results[uid] = nbest
+                progress.update(len(uttids))
+        wall = time.perf_counter() - t0
+
+        empty = sorted(k for k, v in results.items() if not v)
+        if empty:
+            logger.warning(f"{len(empty)} utterance(s) without any hypothesis (written as empty text, "
+                           f"score -inf): {', '.join(empty[:20])}")
+        write_results(output_dir, results, args.nbest)
+        speed = {"utterances": len(keys), "audio_seconds": audio_s, "wall_seconds": wall,
+                 "rtf": wall / audio_s if audio_s > 0 else float("nan"),
+                 "audio_seconds_per_second": audio_s / wall if wall > 0 else float("nan")}
+        logger.info(
+            f"decoding speed: {speed['utterances']} utterances, {audio_s:.2f} s of audio in {wall:.2f} s: "
+            f"RTF {speed['rtf']:.4f}, {speed['audio_seconds_per_second']:.2f} audio-s/s "
+            f"(batch {args.batch_size}, beam {args.beam_size}, {s2t.device}, {args.dtype})"
+        )
+        return speed
+    finally:
+        root_logger.removeHandler(log_handler)
+        log_handler.close()
+
+
+def write_results(output_dir: Path, results: Dict[str, List[Result]], nbest: int) -> None:
+    """ESPnet's ``<n>best_recog/{text,token,token_int,score}``, sorted by utterance id."""
+    for n in range(1, nbest + 1):
+        d = Path(output_dir) / f"{n}best_recog"
+        d.mkdir(parents=True, exist_ok=True)
+        lines = {name: [] for name in ("text", "token", "token_int", "score")}
+        for uid in sorted(results):
+            hyps = results[uid]
+            if len(hyps) < n:
+                if n == 1:  # keep every utterance in the 1-best files, for scoring
+                    lines["text"].append(f"{uid} \n")
+                    lines["token"].append(f"{uid} \n")
+                    lines["token_int"].append(f"{uid} \n")
+                    lines["score"].append(f"{uid} -inf\n")
+                continue
+            text, token, token_int, hyp = hyps[n - 1]
+            lines["text"].append(f"{uid} {text if text is not None else ' '.join(token)}\n")
+            lines["token"].append(f"{uid} {' '.join(token)}\n")
+            lines["token_int"].append(f"{uid} {' '.join(map(str, token_int))}\n")
+            lines["score"].append(f"{uid} {float(hyp.score)}\n")
+        for name, content in lines.items():
+            (d / name).write_text("".join(content), encoding="utf-8")
+
+
+def main(cmd: Optional[Sequence[str]] = None, parser: Optional[argparse.ArgumentParser] = None,
+         build_scorers: Callable = build_scorers) -> Dict[str, float]:
+    parser = parser or get_parser()
+    args = parser.parse_args(cmd)
+    logging.basicConfig(level=args.log_level,
+                        format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
+    logging.getLogger().setLevel(args.log_level)
+    return inference(args, build_scorers)
+
+
+if __name__ == "__main__":
+    main()

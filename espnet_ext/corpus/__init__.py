@@ -1,0 +1,1 @@
+"""Offline corpus construction (synthetic speech from Debian text and TTS packages)."""

@@ -1,0 +1,199 @@
+"""80-dim Kaldi-compatible log-mel filterbank features written as kaldiio ark/scp.
+
+Features are ``torchaudio.compliance.kaldi.fbank`` (Kaldi's compute-fbank-feats) on the waveform
+in int16 units: 25 ms Povey window, 10 ms shift, pre-emphasis 0.97, power spectrum, 80 mel bins
+from 20 Hz to Nyquist, snip_edges, no dither (so reruns and backends give identical bytes) and
+Kaldi's energy floor 0. Normalisation is not applied here: recipes use ESPnet's global CMVN
+(``--collect_stats`` then ``GlobalMVN``).
+
+``wav.scp`` values may be a path (anything libsndfile reads: wav, flac, ...), a Kaldi ark
+offset (``x.ark:123``) or a shell pipe ``cmd |`` whose stdout is an audio file.
+"""
+import hashlib
+import io
+import json
+import logging
+import os
+import subprocess
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+
+logger = logging.getLogger("fbank")
+
+DEFAULT_OPTS = dict(num_mel_bins=80, frame_length=25.0, frame_shift=10.0, dither=0.0,
+                    energy_floor=0.0, sample_frequency=16000.0)
+
+
+class AudioError(Exception):
+    """An utterance's audio cannot be used; the message names the utterance and its source."""
+
+
+def read_audio(entry: str) -> Tuple[np.ndarray, int]:
+    """Load one wav.scp value; returns (samples in int16 units as float32 of shape (n,) or
+    (n, channels), sample rate)."""
+    import soundfile
+
+    entry = entry.strip()
+    if entry.endswith("|"):
+        cmd = entry[:-1].strip()
+        res = subprocess.run(["bash", "-c", "set -o pipefail; " + cmd], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+        if res.returncode != 0:
+            err = res.stderr.decode(errors="replace").strip().splitlines()[-3:]
+            raise AudioError(f"command failed (code {res.returncode}): {cmd}: {' | '.join(err)}")
+        if not res.stdout:
+            raise AudioError(f"command produced no audio: {cmd}")
+        data, rate = soundfile.read(io.BytesIO(res.stdout), dtype="float32")
+    elif os.path.splitext(entry.split(":")[0])[1] == ".ark" and ":" in entry:
+        import kaldiio
+
+        rate, data = kaldiio.load_mat(entry)
+        if np.issubdtype(data.dtype, np.integer):
+            return data.astype(np.float32), rate
+        return (data * 32768.0).astype(np.float32), rate
+    else:
+        if not os.path.isfile(entry):
+            raise AudioError(f"audio file not found: {entry}")
+        data, rate = soundfile.read(entry, dtype="float32")
+    # soundfile scales integer PCM to [-1, 1); Kaldi works on int16 sample values.
+    return data * 32768.0, rate
+
+
+def fbank(wave: np.ndarray, opts: Optional[dict] = None) -> np.ndarray:
+    """(num_samples,) int16-unit waveform -> (num_frames, num_mel_bins) float32 log-mel."""
+    import torch
+    import torchaudio.compliance.kaldi as kaldi
+
+    opts = {**DEFAULT_OPTS, **(opts or {})}
+    with torch.no_grad():
+        feats = kaldi.fbank(torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))[None],
+                            **opts)
+    return feats.numpy()
+
+
+def _segments(path: Optional[str]) -> Optional[Dict[str, Tuple[str, float, float]]]:
+    if path is None:
+        return None
+    out = {}
+    for line in open(path, encoding="utf-8"):
+        utt, rec, start, end = line.split()
+        out[utt] = (rec, float(start), float(end))
+    return out
+
+
+def iter_utterances(wav_scp: str, segments: Optional[str] = None
+                    ) -> Iterator[Tuple[str, str, object]]:
+    """Yield (utt, source description, loader) where loader() -> (samples, rate)."""
+    recs: List[Tuple[str, str]] = []
+    for n, line in enumerate(open(wav_scp, encoding="utf-8"), 1):
+        parts = line.strip().split(maxsplit=1)
+        if len(parts) != 2:
+            raise AudioError(f"{wav_scp}:{n}: expected '<id> <path or command |>', got {line!r}")
+        recs.append((parts[0], parts[1]))
+    segs = _segments(segments)
+    if segs is None:
+        for utt, entry in recs:
+            yield utt, entry, (lambda e=entry: read_audio(e))
+        return
+    entries = dict(recs)
+    cache: Dict[str, Tuple[np.ndarray, int]] = {}
+    for utt, (rec, start, end) in sorted(segs.items(), key=lambda kv: kv[0]):
+        if rec not in entries:
+            raise AudioError(f"{segments}: recording {rec!r} of {utt!r} is not in {wav_scp}")
+
+        def load(rec=rec, start=start, end=end):
+            if rec not in cache:
+                cache.clear()  # segments are mostly grouped by recording; keep one in memory
+                cache[rec] = read_audio(entries[rec])
+            data, rate = cache[rec]
+            return data[int(start * rate):int(end * rate)], rate
+
+        yield utt, f"{entries[rec]} [{start}, {end}]", load
+
+
+def inputs_digest(wav_scp: str, segments: Optional[str], opts: dict) -> str:
+    h = hashlib.sha1()
+    for p in (wav_scp, segments):
+        if p:
+            h.update(Path(p).read_bytes())
+    h.update(json.dumps(opts, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def extract_to_ark(wav_scp: str, ark: str, scp: str, utt2num_frames: str,
+                   segments: Optional[str] = None, skip_bad: bool = False,
+                   opts: Optional[dict] = None, progress: bool = True) -> Dict[str, int]:
+    """Compute features for every utterance of ``wav_scp`` into ``ark`` + ``scp`` (the scp
+    references ``ark`` by the path given) + ``utt2num_frames``.
+
+    Outputs are written under temporary names and renamed at the end, then a marker
+    ``<scp>.done`` records a digest of the inputs: a rerun with the same inputs returns at once.
+    Bad audio raises :class:`AudioError` naming the utterance, or with ``skip_bad`` is logged,
+    counted and listed in ``<scp>.skipped``. Returns counts {"done", "skipped", "reused"}.
+    """
+    opts = {**DEFAULT_OPTS, **(opts or {})}
+    marker = Path(scp + ".done")
+    digest = inputs_digest(wav_scp, segments, opts)
+    if marker.is_file() and marker.read_text().strip() == digest and Path(ark).is_file() \
+            and Path(scp).is_file() and Path(utt2num_frames).is_file():
+        n = sum(1 for _ in open(scp, encoding="utf-8"))
+        logger.info("%s: already complete (%d utterances); skipping", scp, n)
+        return {"done": 0, "skipped": 0, "reused": n}
+    import kaldiio
+    import torch
+    from tqdm import tqdm
+
+    torch.set_num_threads(1)  # one utterance at a time is cheap; parallelism comes from jobs
+    marker.unlink(missing_ok=True)
+    for p in (ark, scp, utt2num_frames):
+        Path(p).parent.mkdir(parents=True, exist_ok=True)
+    tmp = {p: p + ".tmp" for p in (ark, scp, utt2num_frames)}
+    skipped: List[Tuple[str, str]] = []
+    fs = opts["sample_frequency"]
+    done = 0
+    utts = list(iter_utterances(wav_scp, segments))
+    with open(tmp[ark], "wb") as fa, open(tmp[scp], "w", encoding="utf-8") as fs_scp, \
+            open(tmp[utt2num_frames], "w", encoding="utf-8") as fn:
+        for utt, source, load in tqdm(utts, desc=os.path.basename(scp), disable=not progress,
+                                      mininterval=5, file=None):
+            try:
+                data, rate = load()
+                if data.ndim != 1:
+                    raise AudioError(f"has {data.shape[1]} channels; expected mono")
+                if rate != fs:
+                    raise AudioError(f"sample rate {rate} Hz; expected {fs:g} Hz "
+                                     f"(resample in data preparation)")
+                min_len = int(opts["frame_length"] * fs / 1000)
+                if len(data) < min_len:
+                    raise AudioError(f"too short: {len(data)} samples, fewer than one "
+                                     f"{opts['frame_length']:g} ms frame")
+                feats = fbank(data, opts)
+                if not np.isfinite(feats).all():
+                    raise AudioError("features contain NaN/inf")
+            except Exception as e:  # noqa: BLE001 - any reader error becomes a named AudioError
+                msg = f"utterance {utt!r} ({source}): {e}"
+                if not skip_bad:
+                    raise AudioError(msg + f" [from {wav_scp}]; fix the data or extract "
+                                     f"with skip_bad") from e
+                logger.warning("skipping %s", msg)
+                skipped.append((utt, str(e).replace("\n", " ")))
+                continue
+            offset = fa.tell() + len(utt.encode("utf-8")) + 1
+            kaldiio.save_ark(fa, {utt: feats})
+            fs_scp.write(f"{utt} {ark}:{offset}\n")
+            fn.write(f"{utt} {feats.shape[0]}\n")
+            done += 1
+    skipped_file = Path(scp + ".skipped")
+    if skipped:
+        skipped_file.write_text("".join(f"{u} {why}\n" for u, why in skipped), encoding="utf-8")
+        logger.warning("%s: skipped %d of %d utterances (listed in %s)", scp, len(skipped),
+                       len(utts), skipped_file)
+    else:
+        skipped_file.unlink(missing_ok=True)
+    for final, t in tmp.items():
+        os.replace(t, final)
+    marker.write_text(digest + "\n")
+    logger.info("%s: %d utterances, %d skipped", scp, done, len(skipped))
+    return {"done": done, "skipped": len(skipped), "reused": 0}

@@ -1,0 +1,393 @@
+"""Job runners with the interface of Kaldi's ``run.pl``/``slurm.pl`` (written from scratch).
+
+    <runner> [--gpu N] [--mem M] [--num_threads N] [--time T] [--max_jobs_run N]
+             [--num_nodes N] [--name NAME] [--config conf/slurm.conf] [JOB=1:N] LOG CMD ...
+
+``JOB`` (any variable name) is replaced by the job index in LOG and CMD. CMD runs under
+``bash -c``; its stdout and stderr go to the job's log, between a header (command, start time) and
+a footer (``# Accounting: time=S threads=N`` / ``# Ended (code C) at DATE, elapsed time S seconds``).
+The runner exits non-zero when any job fails and names the failed logs on stderr.
+
+Backends: ``local`` runs the jobs as parallel processes (at most ``--max_jobs_run``, by default
+nproc // num_threads at a time); ``slurm`` submits one ``sbatch --array --wait`` per call, with the
+options translated by a Kaldi-style ``conf/slurm.conf`` (see :class:`SlurmConfig`). This module
+needs only the standard library, so the runners start in milliseconds on any node.
+"""
+import dataclasses
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# Option names accepted by every backend (dashes are accepted too: --num-threads).
+OPTIONS = ("gpu", "mem", "num_threads", "time", "max_jobs_run", "num_nodes", "name", "config")
+_ARRAY_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(\d+)(?::(\d+))?$")
+_FOOTER_RE = re.compile(r"^# Ended \(code (-?\d+)\)")
+
+
+class UsageError(Exception):
+    """Bad runner invocation (unknown option, malformed JOB range, ...)."""
+
+
+@dataclasses.dataclass
+class Request:
+    options: Dict[str, str]
+    var: Optional[str]  # the array variable, e.g. "JOB"; None for a single job
+    start: int
+    end: int
+    log: str  # log path template (contains ``var`` for arrays)
+    command: str  # shell command template
+
+    @property
+    def job_ids(self) -> range:
+        return range(self.start, self.end + 1)
+
+    def expand(self, text: str, job_id: int) -> str:
+        return text.replace(self.var, str(job_id)) if self.var else text
+
+    def num_threads(self) -> int:
+        return int(self.options.get("num_threads", 1))
+
+
+def join_command(args: Sequence[str]) -> str:
+    """Join CMD words like run.pl: plain words as they are (so ``\\|`` becomes a pipe), words with
+    whitespace or quotes shell-quoted so they stay one argument. A CMD given as one single word
+    is taken as a shell command line verbatim (``run.py log 'a | b; c'``)."""
+    if len(args) == 1:
+        return args[0]
+    out = []
+    for a in args:
+        out.append(a if a and re.fullmatch(r"[^\s'\"]+", a) else shlex.quote(a))
+    return " ".join(out)
+
+
+def parse_args(argv: Sequence[str], prog: str) -> Request:
+    argv = list(argv)
+    options: Dict[str, str] = {}
+    while argv and argv[0].startswith("--"):
+        opt = argv.pop(0)[2:]
+        if "=" in opt:
+            name, value = opt.split("=", 1)
+        else:
+            if not argv:
+                raise UsageError(f"option --{opt} needs a value")
+            name, value = opt, argv.pop(0)
+        name = name.replace("-", "_")
+        if name not in OPTIONS:
+            raise UsageError(f"unknown option --{name} (known: "
+                             + ", ".join("--" + o for o in OPTIONS) + ")")
+        options[name] = value
+    for name in ("gpu", "num_threads", "max_jobs_run", "num_nodes"):
+        if name in options and not re.fullmatch(r"\d+", options[name]):
+            raise UsageError(f"--{name} expects a non-negative integer, got {options[name]!r}")
+    if options.get("num_threads") == "0":
+        raise UsageError("--num_threads must be >= 1")
+    var, start, end = None, 1, 1
+    if argv and _ARRAY_RE.match(argv[0]):
+        m = _ARRAY_RE.match(argv.pop(0))
+        var, start = m.group(1), int(m.group(2))
+        end = int(m.group(3)) if m.group(3) is not None else start
+        if end < start:
+            raise UsageError(f"empty job range {var}={start}:{end}")
+    if len(argv) < 2:
+        raise UsageError(f"usage: {prog} [options] [JOB=1:N] LOG CMD ...")
+    log, command = argv[0], join_command(argv[1:])
+    if var is None and re.search(r"\bJOB\b", log):
+        raise UsageError(f"log path {log!r} contains JOB but no JOB=a:b range was given")
+    if var is not None and end > start and var not in log:
+        raise UsageError(f"log path {log!r} does not contain {var}: all jobs would share one log")
+    return Request(options, var, start, end, log, command)
+
+
+def _now() -> str:
+    return time.strftime("%a %b %d %H:%M:%S %Z %Y")
+
+
+def _tail(path: str, n: int = 10) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return "".join(f.readlines()[-n:])
+    except OSError:
+        return ""
+
+
+def _report_failures(prog: str, failed: List[Tuple[int, str, str]], total: int) -> None:
+    """failed: (job id, log path, reason)."""
+    for job_id, log, reason in failed:
+        print(f"{prog}: job {job_id} failed ({reason}); log: {log}", file=sys.stderr)
+    job_id, log, _ = failed[0]
+    tail = _tail(log)
+    if tail:
+        print(f"{prog}: last lines of {log}:\n" + tail.rstrip("\n"), file=sys.stderr)
+    logs = " ".join(log for _, log, _ in failed)
+    print(f"{prog}: {len(failed)} / {total} failed, log is in {logs}", file=sys.stderr)
+
+
+def log_status(log: str) -> Optional[int]:
+    """Exit code written in a job log's footer, or None when the log has no footer."""
+    code = None
+    try:
+        with open(log, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                m = _FOOTER_RE.match(line)
+                if m:
+                    code = int(m.group(1))
+    except OSError:
+        return None
+    return code
+
+
+# --------------------------------------------------------------------------------------- local
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def run_local(req: Request, prog: str = "run.py") -> int:
+    """Run the jobs as local processes; returns 0 when all succeeded, else 1."""
+    threads = req.num_threads()
+    limit = int(req.options.get("max_jobs_run", 0)) or max(1, _cpu_count() // threads)
+    env = dict(os.environ)
+    if "num_threads" in req.options:
+        # Keep each job to its share of the machine, as a scheduler would.
+        for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            env[k] = str(threads)
+    running: Dict[int, Tuple[subprocess.Popen, object, float, str]] = {}
+    failed: List[Tuple[int, str, str]] = []
+    stop = threading.Event()
+
+    def on_signal(signum, frame):
+        stop.set()
+        for proc, *_ in list(running.values()):
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        pending = list(req.job_ids)
+        while pending or running:
+            while pending and len(running) < limit and not stop.is_set():
+                job_id = pending.pop(0)
+                log = req.expand(req.log, job_id)
+                cmd = req.expand(req.command, job_id)
+                Path(log).parent.mkdir(parents=True, exist_ok=True)
+                f = open(log, "w", encoding="utf-8")
+                f.write(f"# {cmd}\n# Started at {_now()}\n#\n")
+                f.flush()
+                proc = subprocess.Popen(["bash", "-c", cmd], stdout=f, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+                running[job_id] = (proc, f, time.time(), log)
+            if stop.is_set() and not running:
+                break
+            time.sleep(0.05)
+            for job_id in list(running):
+                proc, f, t0, log = running[job_id]
+                code = proc.poll()
+                if code is None:
+                    continue
+                elapsed = int(round(time.time() - t0))
+                f.write(f"# Accounting: time={elapsed} threads={threads}\n"
+                        f"# Ended (code {code}) at {_now()}, elapsed time {elapsed} seconds\n")
+                f.close()
+                del running[job_id]
+                if code != 0:
+                    failed.append((job_id, log, f"exit code {code}"))
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    if stop.is_set():
+        print(f"{prog}: interrupted; running jobs were terminated", file=sys.stderr)
+        return 130
+    if failed:
+        failed.sort()
+        _report_failures(prog, failed, len(req.job_ids))
+        return 1
+    return 0
+
+
+# --------------------------------------------------------------------------------------- slurm
+class SlurmConfig:
+    """Kaldi-style ``slurm.conf``: how runner options become ``sbatch`` arguments.
+
+    Lines (``#`` starts a comment)::
+
+        command sbatch --export=ALL          # the submit command and fixed arguments
+        option gpu=0 -p shared               # exact value
+        option gpu=* -p gpu --gres=gpu:$0    # any value; $0 is replaced by it
+        default gpu=0                        # value used when the option is not given
+    """
+
+    def __init__(self, text: str, path: str = "<builtin>"):
+        self.path = path
+        self.command: List[str] = []
+        self.exact: Dict[Tuple[str, str], List[str]] = {}
+        self.wildcard: Dict[str, List[str]] = {}
+        self.defaults: Dict[str, str] = {}
+        for n, raw in enumerate(text.splitlines(), 1):
+            line = raw.split("#", 1)[0].strip()
+            if not line:
+                continue
+            words = shlex.split(line)
+            kind = words[0]
+            if kind == "command":
+                self.command = words[1:]
+            elif kind in ("option", "default") and len(words) >= 2 and "=" in words[1]:
+                name, value = words[1].split("=", 1)
+                if kind == "default":
+                    self.defaults[name] = value
+                elif value == "*":
+                    self.wildcard[name] = words[2:]
+                else:
+                    self.exact[(name, value)] = words[2:]
+            else:
+                raise UsageError(f"{path}:{n}: cannot parse {raw.strip()!r}")
+        if not self.command:
+            raise UsageError(f"{path}: no 'command' line (e.g. 'command sbatch --export=ALL')")
+
+    @classmethod
+    def load(cls, path: Optional[str]) -> "SlurmConfig":
+        if path is None:
+            for cand in (Path("conf/slurm.conf"), REPO_ROOT / "conf" / "slurm.conf"):
+                if cand.is_file():
+                    path = str(cand)
+                    break
+            else:
+                raise UsageError("no conf/slurm.conf here or in the repository; pass --config")
+        if not Path(path).is_file():
+            raise UsageError(f"slurm config {path} not found")
+        return cls(Path(path).read_text(encoding="utf-8"), path)
+
+    def sbatch_args(self, options: Dict[str, str]) -> List[str]:
+        args: List[str] = []
+        values = dict(self.defaults)
+        values.update({k: v for k, v in options.items() if k not in ("config", "max_jobs_run")})
+        for name, value in values.items():
+            if (name, value) in self.exact:
+                args += self.exact[(name, value)]
+            elif name in self.wildcard:
+                args += [w.replace("$0", value) for w in self.wildcard[name]]
+            else:
+                raise UsageError(f"{self.path} has no rule for --{name} {value} "
+                                 f"(add 'option {name}=* ...' or 'option {name}={value} ...')")
+        return args
+
+
+def _job_script(req: Request, cwd: str) -> str:
+    """Bash script run by every array task: selects its log and command by the task id, writes
+    the same header/footer as the local backend."""
+    threads = req.num_threads()
+    cases = []
+    for job_id in req.job_ids:
+        cases.append(f"  {job_id}) log={shlex.quote(req.expand(req.log, job_id))}; "
+                     f"cmd={shlex.quote(req.expand(req.command, job_id))} ;;")
+    return "\n".join([
+        "#!/usr/bin/env bash",
+        f"cd {shlex.quote(cwd)} || exit 1",
+        'task=${SLURM_ARRAY_TASK_ID:?not run as a Slurm array task}',
+        'case "$task" in',
+        *cases,
+        '  *) echo "unexpected array task id $task" >&2; exit 2 ;;',
+        "esac",
+        f"export OMP_NUM_THREADS=${{SLURM_CPUS_PER_TASK:-{threads}}}",
+        "export MKL_NUM_THREADS=$OMP_NUM_THREADS OPENBLAS_NUM_THREADS=$OMP_NUM_THREADS",
+        'mkdir -p "$(dirname "$log")"',
+        '{ printf "# %s\\n" "$cmd"; printf "# Started at %s\\n#\\n" "$(date)"; } > "$log"',
+        "t0=$(date +%s)",
+        'bash -c "$cmd" < /dev/null >> "$log" 2>&1',
+        "ret=$?",
+        "t1=$(date +%s)",
+        f'echo "# Accounting: time=$((t1 - t0)) threads={threads}" >> "$log"',
+        'echo "# Ended (code $ret) at $(date), elapsed time $((t1 - t0)) seconds" >> "$log"',
+        "exit $ret",
+        "",
+    ])
+
+
+def run_slurm(req: Request, prog: str = "slurm.py") -> int:
+    """Submit the jobs as one ``sbatch --array --wait``; returns 0 when all tasks succeeded."""
+    conf = SlurmConfig.load(req.options.get("config"))
+    log0 = Path(req.expand(req.log, req.start))
+    qdir = log0.parent / "q"
+    qdir.mkdir(parents=True, exist_ok=True)
+    base = Path(req.log).name
+    script = qdir / (base.replace(req.var, "JOB") if req.var else base)
+    script = script.with_name(script.name + ".sh")
+    script.write_text(_job_script(req, os.getcwd()), encoding="utf-8")
+    script.chmod(0o755)
+    # Stale logs from an earlier run must not be mistaken for this run's results.
+    for job_id in req.job_ids:
+        Path(req.expand(req.log, job_id)).unlink(missing_ok=True)
+    array = f"{req.start}-{req.end}"
+    if "max_jobs_run" in req.options:
+        array += f"%{req.options['max_jobs_run']}"
+    slurm_out = str(qdir / ((base.replace(req.var, "%a") if req.var else base) + ".slurm"))
+    name = req.options.get("name") or (base.split(".")[0] or "job")
+    cmd = (conf.command + conf.sbatch_args(req.options)
+           + ["--job-name", name, "--array", array, "--wait", "--parsable",
+              "--output", slurm_out, "--error", slurm_out, str(script)])
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    except FileNotFoundError:
+        print(f"{prog}: {conf.command[0]} not found; is Slurm installed (cmd_backend=slurm)?",
+              file=sys.stderr)
+        return 1
+    job = {"id": None}
+
+    def on_signal(signum, frame):
+        if job["id"]:
+            subprocess.run(["scancel", job["id"]], check=False)
+        proc.terminate()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        first = proc.stdout.readline().strip()
+        job["id"] = first.split(";")[0] or None
+        out, err = proc.communicate()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    if job["id"] is None:
+        print(f"{prog}: submission failed: {shlex.join(cmd)}\n{err.strip()}", file=sys.stderr)
+        return 1
+    failed = []
+    for job_id in req.job_ids:
+        log = req.expand(req.log, job_id)
+        code = log_status(log)
+        if code is None:
+            sout = slurm_out.replace("%a", str(job_id))
+            failed.append((job_id, log, f"no exit status in the log: task was killed or never "
+                                        f"ran; Slurm's output: {sout}"))
+        elif code != 0:
+            failed.append((job_id, log, f"exit code {code}"))
+    if failed:
+        print(f"{prog}: Slurm job {job['id']} ({array}) had failures", file=sys.stderr)
+        _report_failures(prog, failed, len(req.job_ids))
+        return 1
+    if proc.returncode != 0:
+        print(f"{prog}: sbatch exited with {proc.returncode} although every task log reports "
+              f"success (job {job['id']}): {err.strip()}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str], backend: str, prog: str) -> int:
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__.strip())
+        return 0
+    try:
+        req = parse_args(argv, prog)
+        return run_local(req, prog) if backend == "local" else run_slurm(req, prog)
+    except UsageError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,157 @@
+"""ESPnet-style token lists (``tokens.txt``, one token per line, line number = id).
+
+Layout (what ESPnet's ASR/LM models expect): ``<blank>`` (id 0, CTC blank and LM padding),
+``<unk>`` (id 1), the units, ``<sos/eos>`` (last id).
+
+- ``char``: characters by frequency (ties in code-point order); a space becomes ``<space>`` as in
+  ESPnet's CharTokenizer, or is dropped with ``remove_space`` (Chinese: one token per character).
+- ``word``: whitespace-separated words by frequency.
+- ``bpe``: a sentencepiece model (``unigram`` or ``bpe``, ``nbpe`` pieces); the list is ``<blank>``,
+  ``<unk>``, the pieces after sentencepiece's own ``<unk> <s> </s>``, ``<sos/eos>``.
+- ``hugging_face``: a pre-trained LM's vocabulary, read with ``AutoTokenizer`` from a local path.
+  The mapping keeps **ASR id == tokenizer id for every real token** (so teacher features and
+  PLM ids need no translation): id 0 (BERT ``[PAD]``) becomes ``<blank>``, id 1 (BERT
+  ``[unused0]``) becomes ``<unk>``, every other entry keeps its id and string (``[UNK]`` 100,
+  ``[CLS]`` 101, ``[SEP]`` 102 stay ordinary entries; unknown input pieces come out as ``[UNK]``),
+  and ``<sos/eos>`` is appended as id V. Ids 0 and 1 must be special or ``[unused*]`` entries the
+  tokenizer never produces from text, else the builder refuses.
+"""
+import logging
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Iterable, List, Sequence
+
+logger = logging.getLogger("tokens")
+
+BLANK, UNK, SOS_EOS, SPACE = "<blank>", "<unk>", "<sos/eos>", "<space>"
+SPECIALS = (BLANK, UNK, SOS_EOS)
+
+
+def read_texts(paths: Sequence, field: int = 2) -> List[str]:
+    """Transcripts from Kaldi ``text`` files (``field=2``: drop the utterance id) or plain text
+    (``field=1``)."""
+    out = []
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                line = line.rstrip("\n")
+                if field > 1:
+                    parts = line.split(maxsplit=field - 1)
+                    line = parts[field - 1] if len(parts) >= field else ""
+                out.append(line)
+    return out
+
+
+def _by_frequency(counts: Counter) -> List[str]:
+    for s in SPECIALS:
+        counts.pop(s, None)
+    return [t for t, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+
+def char_tokens(texts: Iterable[str], remove_space: bool = False) -> List[str]:
+    from espnet2.text.char_tokenizer import CharTokenizer
+
+    tok = CharTokenizer(space_symbol=SPACE)
+    counts: Counter = Counter()
+    for line in texts:
+        line = re.sub(r"\s+", "" if remove_space else " ", line.strip())
+        counts.update(tok.text2tokens(line))
+    return [BLANK, UNK] + _by_frequency(counts) + [SOS_EOS]
+
+
+def word_tokens(texts: Iterable[str]) -> List[str]:
+    counts: Counter = Counter()
+    for line in texts:
+        counts.update(line.split())
+    return [BLANK, UNK] + _by_frequency(counts) + [SOS_EOS]
+
+
+def bpe_tokens(texts: Iterable[str], model_prefix: str, nbpe: int, model_type: str = "unigram",
+               character_coverage: float = 1.0, user_defined_symbols: Sequence[str] = ()
+               ) -> List[str]:
+    """Train ``<model_prefix>.model`` on ``texts`` and return its token list."""
+    import sentencepiece as spm
+
+    prefix = Path(model_prefix)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    train_txt = prefix.parent / "train.txt"
+    train_txt.write_text("".join(t.strip() + "\n" for t in texts), encoding="utf-8")
+    kwargs = dict(input=str(train_txt), vocab_size=nbpe, model_type=model_type,
+                  model_prefix=str(prefix), character_coverage=character_coverage,
+                  input_sentence_size=100000000, num_threads=1, minloglevel=1)
+    if user_defined_symbols:
+        kwargs["user_defined_symbols"] = ",".join(user_defined_symbols)
+    try:
+        spm.SentencePieceTrainer.train(**kwargs)
+    except RuntimeError as e:
+        # e.g. "Vocabulary size too high (300). Please set it to a value <= 212."
+        raise ValueError(f"sentencepiece training on {train_txt} failed: {e}") from e
+    sp = spm.SentencePieceProcessor(model_file=str(prefix) + ".model")
+    pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
+    if pieces[:3] != ["<unk>", "<s>", "</s>"]:
+        raise ValueError(f"unexpected sentencepiece specials {pieces[:3]}")
+    return [BLANK, UNK] + pieces[3:] + [SOS_EOS]
+
+
+def hf_tokens(model_path: str) -> List[str]:
+    """ESPnet token list of a Hugging Face tokenizer with ids preserved (module docstring)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_path)
+    vocab = tok.get_vocab()
+    size = max(vocab.values()) + 1
+    by_id = [None] * size
+    for t, i in vocab.items():
+        by_id[i] = t
+    holes = [i for i, t in enumerate(by_id) if t is None]
+    if holes:
+        raise ValueError(f"{model_path}: tokenizer vocabulary has no entry for ids {holes[:5]}")
+    special = set(tok.all_special_tokens)
+    for i in (0, 1):
+        if by_id[i] not in special and not re.fullmatch(r"\[unused\d+\]", by_id[i]):
+            raise ValueError(f"{model_path}: id {i} is {by_id[i]!r}, a token the tokenizer can "
+                             f"produce; it cannot become {SPECIALS[i]!r} without changing ids")
+    clash = [t for t in by_id[2:] if t in SPECIALS]
+    if clash:
+        raise ValueError(f"{model_path}: vocabulary already contains {clash}; choose another "
+                         f"mapping for this tokenizer")
+    logger.info("hugging_face token list: id 0 %r -> %s, id 1 %r -> %s, %s appended as id %d",
+                by_id[0], BLANK, by_id[1], UNK, SOS_EOS, size)
+    return [BLANK, UNK] + by_id[2:] + [SOS_EOS]
+
+
+def write_token_list(tokens: Sequence[str], path) -> None:
+    dup = [t for t, c in Counter(tokens).items() if c > 1]
+    if dup:
+        raise ValueError(f"duplicate tokens {dup[:5]}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(t + "\n" for t in tokens), encoding="utf-8")
+    tmp.replace(path)
+
+
+def hf_pretokenize(model_path: str, text_in, text_out) -> int:
+    """Rewrite a Kaldi ``text`` file as space-separated tokenizer pieces (``utt ▁piece ...``).
+
+    ESPnet's LM task has no ``hugging_face`` token type; with pre-tokenized text and
+    ``--token_type word`` the LM sees exactly the ASR's wordpiece ids. Returns the line count.
+    """
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_path)
+    n = 0
+    out = Path(text_out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    with open(text_in, encoding="utf-8") as fi, open(tmp, "w", encoding="utf-8") as fo:
+        for line in fi:
+            parts = line.rstrip("\n").split(maxsplit=1)
+            if not parts:
+                continue
+            pieces = tok.tokenize(parts[1]) if len(parts) > 1 else []
+            fo.write(" ".join([parts[0]] + pieces) + "\n")
+            n += 1
+    tmp.replace(out)
+    return n
