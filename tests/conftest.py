@@ -3,6 +3,7 @@ import os
 from pathlib import Path
 
 import pytest
+from speech_fixtures import speech_corpus  # noqa: F401  (session fixture: synthesised wavs)
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -10,6 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import kaldiio
+import numpy as np
 import pytest
 import torch
 
@@ -114,6 +115,9 @@ def test_encoder_lengths_masks_and_padding_invariance():
         alone, alone_lens, _ = enc(x[b: b + 1, :t], lengths[b: b + 1])
         assert alone_lens.item() == expected[b]
         torch.testing.assert_close(alone[0], out[b, : expected[b]], atol=1e-5, rtol=1e-5)
+
+    tiny, tiny_lens, _ = enc(torch.randn(1, 2, 20), torch.tensor([2]))  # shorter than the kernel
+    assert tiny_lens.tolist() == [0] and tiny.shape == (1, 0, 32)
 
     with pytest.raises(ValueError, match="pooling_layers"):
         _tiny_encoder(pooling_layers=[0, 4])
@@ -243,6 +247,9 @@ def test_cif_encode_with_an_utterance_that_fires_nothing(cif_task, tiny_data):
         assert alone.lengths.tolist() == [0] and alone.outputs.shape == (1, 0, 32)
         logp, _ = model.decoder.batch_score(torch.full((1, 1), model.sos), [None], alone.outputs)
         assert torch.isfinite(logp).all()
+        # an input too short to leave any encoder frame
+        empty, _, empty_lens = model.cif_encode(speech[:1, :5], torch.tensor([5]))
+        assert empty_lens.tolist() == [0] and empty.lengths.tolist() == [0] and empty.outputs.shape == (1, 0, 32)
         # validation forward on a batch containing it: finite loss, token-count error reported
         text = torch.tensor([[2, 3], [4, -1]])
         loss, stats, _ = model(speech, lengths, text, torch.tensor([2, 1]), utt_id=["long", "short"])
@@ -285,7 +292,10 @@ def test_distillation_hook(cif_task, tiny_data):
 # ---------------------------------------------------------------------------------------------
 # ESPnet task: training, resume, rebuild
 # ---------------------------------------------------------------------------------------------
-def test_task_data_names(cif_task):
+def test_task_data_names_and_entry_point(cif_task):
+    from espnet_ext.bin import asr_cif_train
+
+    assert asr_cif_train.get_parser().parse_args(["--config", str(TINY_CONF)]).model == "cif"
     assert "plm_feats" in cif_task.optional_data_names(train=True)
     assert "plm_feats" in cif_task.optional_data_names(train=False)
     assert "plm_feats" not in cif_task.optional_data_names(train=False, inference=True)
@@ -337,13 +347,30 @@ def test_rebuild_from_config_with_our_task_and_stock_task(tiny_run, tiny_data):
     for a, b in zip(*results):
         assert torch.equal(a, b)
 
+    # batched = per utterance (padding invariance of the whole CIF front half); input untouched
+    speech = batch["speech"].clone()
+    outputs, lengths, _ = results[0]
+    with torch.no_grad():
+        for b in range(2):
+            n = int(batch["speech_lengths"][b])
+            alone, _, _ = model.cif_encode(batch["speech"][b: b + 1, :n], batch["speech_lengths"][b: b + 1])
+            assert alone.lengths.item() == lengths[b].item()
+            torch.testing.assert_close(alone.outputs[0], outputs[b, : lengths[b]], atol=1e-4, rtol=1e-4)
+    assert torch.equal(batch["speech"], speech)
+
+
+def _global_mvn_stats(path: Path, dim: int = 80) -> str:
+    """A feats_stats.npz as ESPnet's collect-stats stage writes it."""
+    np.savez(path, count=np.array(10), sum=np.zeros(dim), sum_square=np.full(dim, 10.0))
+    return f"stats_file={path}"
+
 
 def test_aishell_config_parameter_count(cif_task, tmp_path, capsys):
     tokens = tmp_path / "tokens.txt"
     tokens.write_text("\n".join(["<blank>", "<unk>"] + [f"c{i}" for i in range(4231)] + ["<sos/eos>"]) + "\n")
     args = cif_task.get_parser().parse_args(
         ["--config", str(REPO / "conf" / "train_asr_cif_aishell.yaml"), "--token_list", str(tokens),
-         "--input_size", "80"])
+         "--input_size", "80", "--normalize_conf", _global_mvn_stats(tmp_path / "feats_stats.npz")])
     model = cif_task.build_model(args)
     n_params = sum(p.numel() for p in model.parameters())
     with capsys.disabled():
@@ -359,7 +386,8 @@ def test_librispeech_config_builds(cif_task, tmp_path):
     tokens = tmp_path / "tokens.txt"
     tokens.write_text("\n".join(vocab) + "\n")
     args = cif_task.get_parser().parse_args(
-        ["--config", str(REPO / "conf" / "train_asr_cif_librispeech.yaml"), "--token_list", str(tokens)])
+        ["--config", str(REPO / "conf" / "train_asr_cif_librispeech.yaml"), "--token_list", str(tokens),
+         "--normalize_conf", _global_mvn_stats(tmp_path / "feats_stats.npz")])
     model = cif_task.build_model(args)
     assert (model.blank_id, model.sos, model.eos) == (0, 102, 102)
     assert model.encoder.output_size() == 512 and model.decoder.state_dim == 512

@@ -291,7 +291,8 @@ def ilm_exp(tmp_path_factory, repo_root):
     exp = dict(root=root, paths=paths)
 
     ASRTask.main(cmd=["--config", str(conf / "train_las_tiny.yaml"), *asr_data_args(paths),
-                      "--max_epoch", "1", "--output_dir", str(root / "las")])
+                      "--max_epoch", "1", "--fold_length", "1000", "--fold_length", "100",
+                      "--output_dir", str(root / "las")])
     exp["las"] = (root / "las" / "config.yaml", root / "las" / "valid.acc.ave.pth")
 
     # Random-init tiny CIF model: the task parser's Namespace, dumped and saved like main_worker.

@@ -11,6 +11,11 @@ with uniform label smoothing (target 1-ε, every other class ε/(V-1)). The weig
 not ESPnet's (1-w)/w interpolation. The returned ``weight`` is Σ(L+1), so ESPnet's multi-GPU
 averaging reproduces the reference's normalisation by the global token count.
 
+model_conf keys: ctc_weight (0.5), quantity_weight (1.0), lsm_weight (0.1), predictor_conf
+(CIFPredictor kwargs: conv_channels, kernel_size, dropout_rate, threshold, tail_threshold),
+distill_conf (HierarchicalDistiller kwargs; with it, ``plm_feats`` (B, L+1, Dt) in the batch adds
+the distillation sums / Σ(L+1) to the loss), plus ESPnet's ignore_id, report_cer/wer, sym_*.
+
 Deliberate differences from the reference (also in docs/differences.md):
 - CTC uses ESPnet's CTC module with ``zero_infinity`` (ctc_conf); infeasible utterances are logged.
 - Normalisation/SpecAugment order: feature normalisation first, then SpecAugment with zero fill,
@@ -199,10 +204,11 @@ class CIFASRModel(ESPnetASRModel):
                 # Loss sums are reported per token like the other terms; counts/ratios as given.
                 stats[key] = value / num_tokens if key.startswith("loss_") else value
         if not self.training and self.error_calculator is not None:
-            # Teacher-forced CER/WER (the reference's validation "uer"), EOS step excluded.
-            stats["cer"], stats["wer"] = self.error_calculator(
-                logits[:, : text.size(1)].argmax(-1).cpu(), text.cpu()
-            )
+            # Teacher-forced CER/WER (the reference's validation "uer"): EOS step excluded and
+            # predicted EOS dropped (mapped to blank, which the calculator removes), as the reference.
+            hyp = logits[:, : text.size(1)].argmax(-1)
+            hyp = hyp.masked_fill(hyp == self.eos, self.blank_id)
+            stats["cer"], stats["wer"] = self.error_calculator(hyp.cpu(), text.cpu())
 
         loss = total / num_tokens
         stats["loss"] = loss.detach()

@@ -63,6 +63,12 @@ class CIFPredictor(torch.nn.Module):
         target_lengths: Optional[torch.Tensor] = None,
     ) -> CIFOutput:
         """Training (``target_lengths``: L+1 per utterance) or inference (tail handling) CIF."""
+        if hidden.size(1) == 0:  # no encoder frame at all (every input shorter than the front-end)
+            B, _, D = hidden.shape
+            none = torch.zeros(B, 0, dtype=torch.long, device=hidden.device)
+            return CIFOutput(outputs=hidden.new_zeros(B, 0, D), lengths=none.new_zeros(B),
+                             alpha_sum=hidden.new_zeros(B), fire_positions=none,
+                             alphas=hidden.new_zeros(B, 0))
         alphas = self.weights(hidden, lengths)
         if target_lengths is not None:
             return cif(hidden, alphas, lengths, self.threshold, target_lengths=target_lengths)

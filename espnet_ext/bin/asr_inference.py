@@ -84,8 +84,8 @@ def get_parser() -> config_argparse.ArgumentParser:
                        help="each scorer's log-probs are clamped to >= this before weighting")
     group.add_argument("--encoder_batching", default="auto", choices=["auto", "batch", "utterance"],
                        help="batch: encode the padded batch at once; utterance: one at a time "
-                            "(exactly as unbatched); auto: batch only for encoders that are "
-                            "padding-exact (conformer_pooling)")
+                            "(exactly as unbatched); auto: batch only when the front end, "
+                            "normalisation and encoder are padding-exact")
 
     group = parser.add_argument_group("Text conversion")
     group.add_argument("--token_type", type=str_or_none, default=None,
@@ -140,6 +140,28 @@ def _check_same_tokens(asr_tokens: Sequence[str], lm_tokens, where: str) -> None
                          f"ASR model's ({len(asr_tokens)}); shallow fusion needs the same list")
 
 
+def padding_exact_encoding(asr_model) -> bool:
+    """Whether encoding a padded batch gives each utterance exactly its unpadded encoding.
+
+    Not the case for ESPnet's STFT front end (the last frames see the padding), UtteranceMVN with
+    ``norm_means`` and ``norm_vars`` (the variance sums the padded frames after mean removal),
+    conv2d subsampling (its mask keeps frames whose receptive field reaches into padding) and the
+    conformer convolution module (unmasked depthwise conv). The CIF encoder masks its convolutions
+    and floors its lengths, so with features and no/global/means-only normalisation it is exact.
+    """
+    from espnet2.layers.global_mvn import GlobalMVN
+    from espnet2.layers.utterance_mvn import UtteranceMVN
+
+    from espnet_ext.asr.encoder.conformer_pooling_encoder import ConformerPoolingEncoder
+
+    m = asr_model
+    normalize_ok = m.normalize is None or isinstance(m.normalize, GlobalMVN) or (
+        isinstance(m.normalize, UtteranceMVN) and not (m.normalize.norm_means and m.normalize.norm_vars))
+    encoder_ok = isinstance(m.encoder, ConformerPoolingEncoder) and m.encoder.mask_conv_padding
+    return (m.frontend is None and normalize_ok and encoder_ok
+            and m.preencoder is None and m.postencoder is None)
+
+
 class BatchSpeech2Text:
     """Loads an ESPnet ASR model (+ scorers) and decodes batches of utterances."""
 
@@ -188,13 +210,11 @@ class BatchSpeech2Text:
     def _choose_encoder_batching(self, mode: str) -> bool:
         if mode != "auto":
             return mode == "batch"
-        # Stock ESPnet encoders let padding reach the last valid frames (conv2d subsampling
-        # masks, conformer conv module), so only padding-exact encoders are batched by default.
-        from espnet_ext.asr.encoder.conformer_pooling_encoder import ConformerPoolingEncoder
-
-        encoder = self.asr_model.encoder
-        return (isinstance(encoder, ConformerPoolingEncoder) and encoder.mask_conv_padding
-                and self.asr_model.preencoder is None and self.asr_model.postencoder is None)
+        exact = padding_exact_encoding(self.asr_model)
+        if not exact:
+            logger.info("encoder batching: per utterance (the model's front end is not "
+                        "padding-exact, see padding_exact_encoding)")
+        return exact
 
     @staticmethod
     def _text_converters(args, asr_train_args, token_list):

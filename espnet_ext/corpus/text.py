@@ -5,14 +5,11 @@ the LM/test leak check compare the same strings: lower case, words of letters wi
 apostrophes only, single spaces. Sentences with digits, symbols or non-ASCII letters are dropped
 rather than rewritten, because a synthesiser would read them in ways the transcript cannot say.
 """
-import logging
 import re
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
-
-logger = logging.getLogger(__name__)
 
 FORTUNE_DIR = Path("/usr/share/games/fortunes")
 WORDNET_DIR = Path("/usr/share/wordnet")

@@ -6,7 +6,6 @@ speakers are accent x variant x rate x pitch. Every synthesiser writes a tempora
 :func:`finalize_wav` validates (16 kHz mono 16-bit, long enough, not silent) and renames into
 place, so a killed run never leaves a truncated wav under the final name.
 """
-import logging
 import os
 import subprocess
 import tempfile
@@ -16,8 +15,6 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
-
-logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 MIN_SECONDS = 0.3
@@ -48,7 +45,8 @@ class Voice:
     def __post_init__(self):
         if self.engine == "festival":
             if self.name not in FESTIVAL_VOICES:
-                raise ValueError(f"unknown festival voice {self.name!r}; known: {sorted(FESTIVAL_VOICES)}")
+                raise ValueError(f"unknown festival voice {self.name!r}; "
+                                 f"known: {sorted(FESTIVAL_VOICES)}")
             if FESTIVAL_VOICES[self.name][1] is None and (self.stretch or self.f0_mean):
                 raise ValueError(f"festival voice {self.name} (HTS) ignores stretch/f0_mean; "
                                  "leave them unset")

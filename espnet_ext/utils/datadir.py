@@ -189,13 +189,13 @@ def fix_data_dir(d, utt_extra_files: Sequence[str] = (), keep: Optional[set] = N
     all_utts = set().union(*(set(tables[n]) for n in utt_tables))
     reasons: Dict[str, str] = {}
     for utt in sorted(all_utts):
-        for name in utt_tables:
-            if utt not in tables[name]:
-                reasons[utt] = f"not in {name}"
-                break
-            if not tables[name][utt] and name in ("text", "utt2spk", "wav.scp", "feats.scp"):
-                reasons[utt] = f"empty value in {name}"
-                break
+        absent = [name for name in utt_tables if utt not in tables[name]]
+        empty = [name for name in ("text", "utt2spk", "wav.scp", "feats.scp")
+                 if name in utt_tables and utt in tables[name] and not tables[name][utt]]
+        if absent:
+            reasons[utt] = "not in " + ", ".join(absent)
+        elif empty:
+            reasons[utt] = "empty value in " + ", ".join(empty)
         else:
             if has_segments and tables["segments"][utt].split()[0] not in tables.get("wav.scp", {}):
                 reasons[utt] = "recording not in wav.scp"

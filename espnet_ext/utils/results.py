@@ -20,6 +20,7 @@ from typing import Dict, List, Optional, Tuple
 
 from espnet_ext.utils.scoring import parse_result
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 _ELAPSED_RE = re.compile(r"^# Ended \(code (-?\d+)\) at .*, elapsed time (\d+) seconds")
 MODEL_FILES = ("valid.acc.ave.pth", "valid.loss.ave.pth", "valid.acc.best.pth",
                "valid.loss.best.pth", "latest.pth")
@@ -67,7 +68,7 @@ def count_parameters(exp: Path) -> Optional[int]:
 def _human(n: Optional[int]) -> str:
     if n is None:
         return "unknown"
-    return f"{n / 1e6:.2f} M" if n >= 1e5 else f"{n / 1e3:.1f} k"
+    return f"{n:,} ({n / 1e6:.2f} M)"
 
 
 def find_scores(roots: List[Path]) -> "OrderedDict[Path, List[Tuple[str, str, Path]]]":
@@ -119,7 +120,7 @@ def render(roots: List[Path], title: str = "RESULTS") -> str:
              f"- date: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M:%S')}",
              f"- host: {platform.node()}, {os.cpu_count()} CPUs, python {platform.python_version()}",
              f"- torch {_version('torch')}, espnet {_version('espnet')}, "
-             f"espnet_ext {_version('espnet_ext')}, git {_git_revision(Path.cwd())}", ""]
+             f"espnet_ext {_version('espnet_ext')}, git {_git_revision(REPO_ROOT)}", ""]
     scores = find_scores(roots)
     if not scores:
         lines += ["No scored decodings found.", ""]

@@ -3,7 +3,8 @@
     <runner> [--gpu N] [--mem M] [--num_threads N] [--time T] [--max_jobs_run N]
              [--num_nodes N] [--name NAME] [--config conf/slurm.conf] [JOB=1:N] LOG CMD ...
 
-``JOB`` (any variable name) is replaced by the job index in LOG and CMD. CMD runs under
+``JOB`` (any variable name) is replaced by the job index in LOG and CMD wherever it stands as a
+word (``keys.JOB.scp``, ``out/JOB/``; not inside ``SLURM_JOB_ID`` or ``feats_JOB``). CMD runs under
 ``bash -c``; its stdout and stderr go to the job's log, between a header (command, start time) and
 a footer (``# Accounting: time=S threads=N`` / ``# Ended (code C) at DATE, elapsed time S seconds``).
 The runner exits non-zero when any job fails and names the failed logs on stderr.
@@ -49,8 +50,11 @@ class Request:
     def job_ids(self) -> range:
         return range(self.start, self.end + 1)
 
-    def expand(self, text: str, job_id: int) -> str:
-        return text.replace(self.var, str(job_id)) if self.var else text
+    def expand(self, text: str, job_id) -> str:
+        # As a whole word only, so that e.g. $SLURM_JOB_ID in a command stays intact.
+        if not self.var:
+            return text
+        return re.sub(rf"\b{re.escape(self.var)}\b", str(job_id), text)
 
     def num_threads(self) -> int:
         return int(self.options.get("num_threads", 1))
@@ -101,7 +105,7 @@ def parse_args(argv: Sequence[str], prog: str) -> Request:
     log, command = argv[0], join_command(argv[1:])
     if var is None and re.search(r"\bJOB\b", log):
         raise UsageError(f"log path {log!r} contains JOB but no JOB=a:b range was given")
-    if var is not None and end > start and var not in log:
+    if var is not None and end > start and not re.search(rf"\b{re.escape(var)}\b", log):
         raise UsageError(f"log path {log!r} does not contain {var}: all jobs would share one log")
     return Request(options, var, start, end, log, command)
 
@@ -131,16 +135,19 @@ def _report_failures(prog: str, failed: List[Tuple[int, str, str]], total: int) 
 
 
 def log_status(log: str) -> Optional[int]:
-    """Exit code written in a job log's footer, or None when the log has no footer."""
-    code = None
+    """Exit code written in a job log's footer, or None when the log has no footer (yet)."""
     try:
-        with open(log, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                m = _FOOTER_RE.match(line)
-                if m:
-                    code = int(m.group(1))
+        with open(log, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 1024))
+            tail = f.read().decode("utf-8", errors="replace")
     except OSError:
         return None
+    code = None
+    for line in tail.splitlines():
+        m = _FOOTER_RE.match(line)
+        if m:
+            code = int(m.group(1))
     return code
 
 
@@ -314,6 +321,26 @@ def _job_script(req: Request, cwd: str) -> str:
     ])
 
 
+def _wait_for_array(proc: subprocess.Popen, job_id: str, req: Request) -> None:
+    """Wait for ``sbatch --wait`` to return, or stop it early once the job is over.
+
+    sbatch --wait polls the controller at growing intervals (up to ~30 s), so short array jobs
+    would wait far longer than they run. The job is over when every task log has its footer and
+    squeue no longer lists the job; the footers then hold every task's exit status.
+    """
+    delay = 0.5
+    while proc.poll() is None:
+        time.sleep(delay)
+        delay = min(delay * 1.5, 5.0)
+        if any(log_status(req.expand(req.log, j)) is None for j in req.job_ids):
+            continue
+        q = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%i"], capture_output=True,
+                           text=True)
+        if q.returncode != 0 or not q.stdout.strip():  # unknown (purged) or no task left
+            proc.terminate()
+            return
+
+
 def run_slurm(req: Request, prog: str = "slurm.py") -> int:
     """Submit the jobs as one ``sbatch --array --wait``; returns 0 when all tasks succeeded."""
     conf = SlurmConfig.load(req.options.get("config"))
@@ -321,7 +348,7 @@ def run_slurm(req: Request, prog: str = "slurm.py") -> int:
     qdir = log0.parent / "q"
     qdir.mkdir(parents=True, exist_ok=True)
     base = Path(req.log).name
-    script = qdir / (base.replace(req.var, "JOB") if req.var else base)
+    script = qdir / (req.expand(base, "JOB") if req.var else base)
     script = script.with_name(script.name + ".sh")
     script.write_text(_job_script(req, os.getcwd()), encoding="utf-8")
     script.chmod(0o755)
@@ -331,7 +358,7 @@ def run_slurm(req: Request, prog: str = "slurm.py") -> int:
     array = f"{req.start}-{req.end}"
     if "max_jobs_run" in req.options:
         array += f"%{req.options['max_jobs_run']}"
-    slurm_out = str(qdir / ((base.replace(req.var, "%a") if req.var else base) + ".slurm"))
+    slurm_out = str(qdir / ((req.expand(base, "%a") if req.var else base) + ".slurm"))
     name = req.options.get("name") or (base.split(".")[0] or "job")
     cmd = (conf.command + conf.sbatch_args(req.options)
            + ["--job-name", name, "--array", array, "--wait", "--parsable",
@@ -353,6 +380,8 @@ def run_slurm(req: Request, prog: str = "slurm.py") -> int:
     try:
         first = proc.stdout.readline().strip()
         job["id"] = first.split(";")[0] or None
+        if job["id"]:
+            _wait_for_array(proc, job["id"], req)
         out, err = proc.communicate()
     finally:
         for s, h in old.items():
@@ -374,7 +403,7 @@ def run_slurm(req: Request, prog: str = "slurm.py") -> int:
         print(f"{prog}: Slurm job {job['id']} ({array}) had failures", file=sys.stderr)
         _report_failures(prog, failed, len(req.job_ids))
         return 1
-    if proc.returncode != 0:
+    if proc.returncode not in (0, -signal.SIGTERM):  # SIGTERM: stopped early by us
         print(f"{prog}: sbatch exited with {proc.returncode} although every task log reports "
               f"success (job {job['id']}): {err.strip()}", file=sys.stderr)
         return 1

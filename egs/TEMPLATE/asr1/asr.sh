@@ -33,7 +33,7 @@ inference_nj=4          # parallel decoding jobs per test set
 ngpu=0                  # GPUs for training (0: CPU)
 num_nodes=1             # nodes for training
 gpu_inference=false     # decode on GPU (one per job)
-cmd_backend=            # job backend: local or slurm (default: cmd.sh's)
+cmd_backend=${cmd_backend:-}  # job backend: local or slurm (default: environment, then cmd.sh)
 python=python3          # python interpreter (the project's .venv after path.sh)
 dumpdir=dump            # features and LM text
 expdir=exp              # experiments
@@ -159,7 +159,10 @@ fi
 asr_exp=${expdir}/asr_${asr_tag}
 if [ -z "${inference_tag}" ]; then
     inference_tag=decode
-    [ -n "${inference_config}" ] && inference_tag+=_$(cfg_name "${inference_config}")
+    if [ -n "${inference_config}" ]; then
+        _c=$(cfg_name "${inference_config}"); _c=${_c#decode}; _c=${_c#_}
+        [ -n "${_c}" ] && inference_tag+=_${_c}
+    fi
     "${use_lm}" && inference_tag+=_lm_${lm_tag}
     inference_tag+=_$(cfg_name "${inference_asr_model}")
 fi
@@ -627,6 +630,7 @@ fi
 
 # ------------------------------------------------------------------------- 16: RESULTS.md
 if begin_stage 16 "RESULTS.md"; then
+    did_work
     end_stage  # recorded first so that this run's table includes every stage
     ${python} -m espnet_ext.bin.collect_results --output "${results_md}" "${expdir}"
     log "results: ${results_md}"

@@ -116,7 +116,9 @@ class ConformerPoolingEncoder(AbsEncoder):
         ilens: torch.Tensor,
         prev_states: torch.Tensor = None,
     ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
-        """(B, T, F) features -> (B, T_out, d) with T_out = floor((T-1)/2) / 2^len(pooling_layers)."""
+        """(B, T, F) features -> (B, T_out, d), T_out = floor((T-1)/2) floor-halved per pooling."""
+        if xs_pad.size(1) < 3:  # shorter than the 3x3 kernel: no valid output frame, no crash
+            xs_pad = torch.nn.functional.pad(xs_pad, (0, 0, 0, 3 - xs_pad.size(1)))
         x = torch.relu(self.frontend_conv(xs_pad.unsqueeze(1)))  # (B, C, T', F')
         x = self.frontend_linear(x.transpose(1, 2).flatten(2))
         lengths = torch.div(ilens - 1, 2, rounding_mode="floor").clamp(min=0)

@@ -18,7 +18,7 @@ data_dir=data
 corpus_dir=downloads/minisynth
 extra_opts=()                    # --num_* size overrides, passed to the Python tool
 
-usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --fast|--seed|--nj|--config|--data_dir|--corpus_dir)

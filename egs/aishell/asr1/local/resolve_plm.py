@@ -1,0 +1,1 @@
+../../../librispeech/asr1/local/resolve_plm.py

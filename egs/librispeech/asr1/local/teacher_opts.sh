@@ -1,0 +1,1 @@
+../../../aishell/asr1/local/teacher_opts.sh

