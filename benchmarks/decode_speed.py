@@ -56,6 +56,7 @@ MODELS = {
 }
 QUICK_SIZES = ["--encoder_conf", "output_size=32", "--encoder_conf", "linear_units=64",
                "--encoder_conf", "num_blocks=2", "--decoder_conf", "linear_units=64"]
+QUICK_EXTRA = {"aed": [], "cif": ["--encoder_conf", "pooling_layers=[1,2]", "--encoder_conf", "frontend_channels=4"]}
 
 
 def build_model_files(kind: str, vocab: int, out: Path, quick: bool, seed: int) -> Path:
@@ -68,7 +69,7 @@ def build_model_files(kind: str, vocab: int, out: Path, quick: bool, seed: int) 
     (out / "tokens.txt").write_text("\n".join(tokens) + "\n")
     task = CIFASRTask if kind == "cif" else ASRTask
     cmd = (["--token_list", str(out / "tokens.txt"), "--token_type", "word", "--input_size", "80",
-            "--output_dir", str(out)] + MODELS[kind] + (QUICK_SIZES if quick else []))
+            "--output_dir", str(out)] + MODELS[kind] + (QUICK_SIZES + QUICK_EXTRA[kind] if quick else []))
     args = task.get_parser().parse_args(cmd)
     torch.manual_seed(seed)
     model = task.build_model(args)

@@ -16,6 +16,7 @@ Two modes:
   throughput in audio seconds per second from the decoder's own speed log.
 ``--quick`` shrinks everything (checks the harness, not the timing).
 """
+import contextlib
 import copy
 import os
 import sys
@@ -206,6 +207,8 @@ def main(argv=None) -> List[Dict]:
         args.min_tokens, args.max_tokens = 3, 6
     torch.set_num_threads(args.threads)
     os.makedirs(args.workdir, exist_ok=True)
+    with contextlib.redirect_stdout(sys.stderr):  # ESPnet prints a flash-attn notice at import
+        import espnet.nets.pytorch_backend.transformer.attention  # noqa: F401
     with torch.no_grad():
         rows = run_real(args) if args.asr_train_config else run_synthetic(args)
     columns = ["method", "seconds", "x_sf", "audio_s_per_s", "ilm_params", "note"]

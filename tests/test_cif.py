@@ -105,6 +105,10 @@ def test_zero_fire_and_empty_batch():
     assert res.outputs.shape == (2, 0, 4)
     res = cif(torch.randn(0, 10, 4), torch.zeros(0, 10), torch.zeros(0, dtype=torch.long))
     assert res.outputs.shape == (0, 0, 4)
+    for target in (None, torch.tensor([2, 0])):  # no frames at all (input shorter than subsampling)
+        res = cif(torch.randn(2, 0, 4), torch.zeros(2, 0), torch.tensor([0, 0]), target_lengths=target,
+                  tail_threshold=0.4)
+        assert res.outputs.shape == (2, 0, 4) and res.lengths.tolist() == [0, 0]
     # A residual below the tail threshold is dropped, one above becomes a token.
     res = cif(torch.ones(2, 4, 1), torch.tensor([[0.1] * 4, [0.2] * 4]), torch.tensor([4, 4]),
               tail_threshold=0.5)

@@ -81,7 +81,7 @@ def cif(
     else:
         c = cum / threshold
         scaled = a32
-    prev = torch.cat([c.new_zeros(B, 1), c[:, :-1]], dim=1)
+    prev = torch.cat([c.new_zeros(B, 1), c[:, :-1]], dim=1)[:, :T]
 
     c_last = c[:, -1] if T > 0 else c.new_zeros(B)
     n_fire = torch.floor(c_last.detach()).long()
