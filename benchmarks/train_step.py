@@ -1,20 +1,29 @@
 #!/usr/bin/env python
 """Training-step cost of hierarchical distillation: CIF baseline vs +ACD (K=100/300/700) vs +LRD
-vs +HKD, all on the same fixed batch and the same model weights.
+vs +HKD, on the same fixed batch and the same model weights.
 
-The model is built by CIFASRTask from a CIF config (default: the AISHELL-1 paper model); one
-batch of random fbank, random targets (L+1 tokens per utterance incl. EOS) and random teacher
-features is fixed. The reference-like default is 124 utterances x 16 tokens = 1,984 tokens (the
-official run's ~1.9k tokens per update) x 480 frames. Each variant swaps a
-:class:`HierarchicalDistiller` into the model; a step is forward + backward + AdamW update.
-Variants are timed round-robin (one step each per round), so machine load affects all alike.
+Two tables:
 
-Columns: step_ms (median), ratio (to the CIF baseline), distill_fwd_ms (the distiller's forward
-inside the step, median), distill_fwd_bwd_ms (the distiller's forward + backward alone on the
-inputs it saw in the step; low-noise) and ratio_from_alone = (baseline step + that) / baseline, peak memory: on CUDA ``max_memory_allocated`` per step, on CPU the bytes
-of tensors autograd saves for backward during the forward (the activation memory).
-Target: HKD at K=700 and N~2000 tokens <= 1.10x the baseline step.
+1. ``step``: full training steps (forward + backward + AdamW) of the CIF model built by
+   CIFASRTask from ``--config`` (default: the AISHELL-1 paper model, 47 M parameters) on one fixed
+   batch of ``--batch`` utterances x ``--frames`` fbank frames x ``--tokens`` targets (incl. EOS)
+   with random teacher features. Each variant swaps a HierarchicalDistiller into the model;
+   variants are timed round-robin (one step each per round) so machine load hits all alike.
+   ``ratio`` = step time / baseline step time, measured.
+2. ``distiller``: the distiller alone (forward + backward) on ``--distill_batch`` utterances x
+   ``--tokens`` (default: the step's batch), CIF outputs and decoder states of the model's sizes.
+   ``ratio_est`` = (baseline step scaled to ``--distill_batch`` utterances + distiller) / scaled
+   baseline step: the ratio a full step of that batch would show. On a GPU use the defaults (124
+   utterances x 16 tokens = 1,984 tokens, the official run's ~1.9k per update; then both tables
+   measure the same batch). On a small CPU the full batch does not fit (~60 GB of activations),
+   so time a smaller step batch and keep ``--distill_batch 124``: the baseline step grows linearly
+   with the number of utterances, the distiller depends only on the token count.
+
+Memory: on CUDA peak ``max_memory_allocated`` per step / per distiller call; on CPU the bytes of
+tensors autograd keeps for backward (activation memory). Target: HKD at K=700, N~2000 tokens
+<= 1.10x the baseline step.
 """
+import json
 import os
 import statistics
 import sys
@@ -25,7 +34,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import base_parser, emit  # noqa: E402
+from common import base_parser, emit, machine_info  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,7 +67,22 @@ class SavedBytes:
         return sum(self.storages.values())
 
 
-def build(args, device):
+def measure(fn, cuda: bool):
+    """(seconds, peak bytes) of one call."""
+    saved = SavedBytes()
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t):
+        fn()
+    if cuda:
+        torch.cuda.synchronize()
+    elapsed = time.perf_counter() - t0
+    return elapsed, torch.cuda.max_memory_allocated() if cuda else saved.total
+
+
+def build_model(args, device):
     from espnet_ext.tasks.cif_asr import CIFASRTask
 
     tmp = Path(tempfile.mkdtemp(prefix="train_step_"))
@@ -66,14 +90,16 @@ def build(args, device):
     (tmp / "tokens.txt").write_text("\n".join(tokens) + "\n")
     cmd = ["--config", str(args.config), "--token_list", str(tmp / "tokens.txt"), "--input_size", "80",
            "--normalize", "utterance_mvn", "--specaug", "none"]
-    model_args = CIFASRTask.get_parser().parse_args(cmd)
     torch.manual_seed(0)
-    model = CIFASRTask.build_model(model_args).to(device)
+    return CIFASRTask.build_model(CIFASRTask.get_parser().parse_args(cmd)).to(device)
+
+
+def make_batch(args, device):
     B, T, L1 = args.batch, args.frames, args.tokens
     g = torch.Generator().manual_seed(0)
     batch = dict(
         speech=torch.randn(B, T, 80, generator=g),
-        speech_lengths=torch.full((B,), T, dtype=torch.long) - torch.randint(0, T // 10, (B,), generator=g),
+        speech_lengths=T - torch.randint(0, T // 10, (B,), generator=g),
         text=torch.randint(2, args.vocab - 1, (B, L1 - 1), generator=g),
         text_lengths=torch.full((B,), L1 - 1, dtype=torch.long),
         plm_feats=torch.randn(B, L1, args.teacher_dim, generator=g),
@@ -81,114 +107,90 @@ def build(args, device):
     )
     batch = {k: v.to(device) for k, v in batch.items()}
     batch["utt_id"] = [f"utt{i}" for i in range(B)]
-    return model, batch
+    return batch
 
 
-def run(args):
+def make_distillers(names, model, args, device):
     from espnet_ext.distill.hkd import HierarchicalDistiller
 
-    device = torch.device("cuda" if args.cuda else "cpu")
-    sync = torch.cuda.synchronize if args.cuda else (lambda: None)
-    model, batch = build(args, device)
-    cif_dim = model.decoder.cif_dim
-    names = [v for v in args.variants.split(",") if v]
-    distillers = {}
-    for name in names:
-        conf = VARIANTS[name]
-        distillers[name] = None if conf is None else HierarchicalDistiller(
-            cif_dim=cif_dim, decoder_state_dim=model.decoder.state_dim, teacher_dim=args.teacher_dim, **conf
-        ).to(device)
+    return {
+        n: None if VARIANTS[n] is None else HierarchicalDistiller(
+            cif_dim=model.decoder.cif_dim, decoder_state_dim=model.decoder.state_dim,
+            teacher_dim=args.teacher_dim, **VARIANTS[n]).to(device)
+        for n in names
+    }
+
+
+def step_table(args, model, distillers, device):
+    names = list(distillers)
+    batch = make_batch(args, device)
     params = list(model.parameters()) + [p for d in distillers.values() if d is not None for p in d.parameters()]
     optimizer = torch.optim.AdamW(params, lr=1e-4)
     model.train()
 
-    distill_times = {n: [] for n in names}
-    captured = {}
-
     def step(name):
         model.distiller = distillers[name]
-        d = distillers[name]
-        if d is not None:  # time the distiller's own forward inside the step
-            original = d.forward
 
-            def timed(*a, **k):
-                captured.setdefault(name, {key: v.detach() if torch.is_tensor(v) else v for key, v in k.items()})
-                sync()
-                t0 = time.perf_counter()
-                out = original(*a, **k)
-                sync()
-                timed.fwd = time.perf_counter() - t0
-                return out
+        def run():
+            loss, _, _ = model(**batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
 
-            d.forward = timed
-        saved = SavedBytes()
-        if args.cuda:
-            torch.cuda.reset_peak_memory_stats()
-        sync()
-        t0 = time.perf_counter()
-        with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t):
-            loss, stats, _ = model(**batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        sync()
-        elapsed = time.perf_counter() - t0
-        if d is not None:
-            del d.forward  # back to the class method
-            distill_times[name].append(timed.fwd)
-        peak = torch.cuda.max_memory_allocated() if args.cuda else saved.total
-        return elapsed, peak, stats
+        return measure(run, args.cuda)
 
     for name in names:  # warm-up round
         step(name)
     times = {n: [] for n in names}
-    peaks = {n: 0 for n in names}
-    last_stats = {}
+    peaks = dict.fromkeys(names, 0)
     for r in range(args.repeats):
         for name in names:
-            t, peak, stats = step(name)
+            t, peak = step(name)
             times[name].append(t)
             peaks[name] = max(peaks[name], peak)
-            last_stats[name] = stats
-        print(f"round {r + 1}/{args.repeats}: " + ", ".join(f"{n} {times[n][-1]:.2f}s" for n in names),
+        print(f"step round {r + 1}/{args.repeats}: " + ", ".join(f"{n} {times[n][-1]:.2f}s" for n in names),
               file=sys.stderr)
+    model.distiller = None
+    base = statistics.median(times[names[0]])
+    rows = []
+    for name in names:
+        conf = VARIANTS[name] or {}
+        med = statistics.median(times[name])
+        rows.append({
+            "variant": name, "K": conf.get("num_negatives", "") if conf.get("acoustic_loss") == "contrastive" else "",
+            "utts": args.batch, "N_tokens": args.batch * args.tokens, "step_ms": med * 1000,
+            "ratio": med / base, "peak_MiB": peaks[name] / 2**20, "peak_ratio": peaks[name] / max(peaks[names[0]], 1),
+        })
+    return rows, base
 
-    # The distiller alone (forward + backward) on the inputs it saw in the step: a low-noise
-    # measure of the added work.
-    alone = {}
+
+def distiller_table(args, model, distillers, device, base_step_s):
+    B, L1 = args.distill_batch, args.tokens
+    g = torch.Generator().manual_seed(1)
+    cif_out = torch.randn(B, L1, model.decoder.cif_dim, generator=g).to(device).requires_grad_(True)
+    dec = torch.randn(B, L1, model.decoder.state_dim, generator=g).to(device).requires_grad_(True)
+    ys_out = torch.randint(2, args.vocab - 1, (B, L1), generator=g).to(device)
+    teacher = torch.randn(B, L1, args.teacher_dim, generator=g).to(device)
+    lengths = torch.full((B,), L1, dtype=torch.long, device=device)
+    scaled_base = base_step_s * B / args.batch
+    rows = []
     for name, d in distillers.items():
         if d is None:
             continue
-        inputs = dict(captured[name])
-        for key in ("cif_out", "decoder_states"):
-            inputs[key] = inputs[key].clone().requires_grad_(True)
-        samples = []
-        for i in range(1 + 3 * args.repeats):
-            sync()
-            t0 = time.perf_counter()
-            d(**inputs)["loss_distill"].backward()
-            sync()
-            if i:
-                samples.append(time.perf_counter() - t0)
-        alone[name] = statistics.median(samples)
+        d.train()
 
-    base = statistics.median(times[names[0]])
-    n_tokens = int((batch["text_lengths"] + 1).sum())
-    rows = []
-    for name in names:
-        med = statistics.median(times[name])
-        conf = VARIANTS[name] or {}
+        def run():
+            d(cif_out=cif_out, cif_lengths=lengths, decoder_states=dec, teacher=teacher,
+              teacher_lengths=lengths, ys_out=ys_out)["loss_distill"].backward()
+
+        samples = [measure(run, args.cuda) for _ in range(1 + args.distill_repeats)][1:]
+        t = statistics.median(s[0] for s in samples)
+        conf = VARIANTS[name]
         rows.append({
-            "variant": name,
-            "K": conf.get("num_negatives", "") if conf.get("acoustic_loss") == "contrastive" else "",
-            "N_tokens": n_tokens,
-            "step_ms": med * 1000,
-            "ratio": med / base,
-            "distill_fwd_ms": statistics.median(distill_times[name]) * 1000 if distill_times[name] else 0.0,
-            "distill_fwd_bwd_ms": alone.get(name, 0.0) * 1000,
-            "ratio_from_alone": (base + alone.get(name, 0.0)) / base,
-            "peak_MiB": peaks[name] / 2**20,
-            "peak_ratio": peaks[name] / max(peaks[names[0]], 1),
+            "variant": name, "K": conf.get("num_negatives", "") if conf["acoustic_loss"] == "contrastive" else "",
+            "utts": B, "N_tokens": B * L1, "distill_ms": t * 1000,
+            "base_step_ms": scaled_base * 1000, "ratio_est": (scaled_base + t) / scaled_base,
+            "peak_MiB": max(s[1] for s in samples) / 2**20,
         })
     return rows
 
@@ -196,25 +198,46 @@ def run(args):
 def main():
     p = base_parser(__doc__)
     p.add_argument("--config", default=str(REPO / "conf" / "train_asr_cif_aishell.yaml"))
-    p.add_argument("--batch", type=int, default=124, help="utterances")
+    p.add_argument("--batch", type=int, default=124, help="utterances in the timed step")
     p.add_argument("--frames", type=int, default=480, help="fbank frames per utterance")
     p.add_argument("--tokens", type=int, default=16, help="target tokens per utterance incl. EOS")
+    p.add_argument("--distill_batch", type=int, default=0, help="utterances for the distiller table (0: --batch)")
     p.add_argument("--vocab", type=int, default=4234)
     p.add_argument("--teacher_dim", type=int, default=768)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=3, help="timed step rounds")
+    p.add_argument("--distill_repeats", type=int, default=10)
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma list; the first is the ratio base")
+    p.add_argument("--skip_steps", action="store_true", help="distiller table only (needs --base_step_ms)")
+    p.add_argument("--base_step_ms", type=float, default=0.0, help="baseline step time for --skip_steps")
     p.add_argument("--cuda", action="store_true")
     p.add_argument("--threads", type=int, default=0)
     args = p.parse_args()
     if args.quick:
         args.config, args.batch, args.frames, args.tokens = str(REPO / "conf" / "train_asr_cif_tiny.yaml"), 8, 160, 6
-        args.vocab, args.teacher_dim, args.repeats = 50, 32, 2
+        args.vocab, args.teacher_dim, args.repeats, args.distill_repeats = 50, 32, 2, 3
+    args.distill_batch = args.distill_batch or args.batch
     if args.threads:
         torch.set_num_threads(args.threads)
-    rows = run(args)
-    emit("train_step", rows, args,
-         ["variant", "K", "N_tokens", "step_ms", "ratio", "distill_fwd_ms", "distill_fwd_bwd_ms",
-          "ratio_from_alone", "peak_MiB", "peak_ratio"])
+    device = torch.device("cuda" if args.cuda else "cpu")
+    model = build_model(args, device)
+    names = [v for v in args.variants.split(",") if v]
+    distillers = make_distillers(names, model, args, device)
+    if args.skip_steps:
+        if args.base_step_ms <= 0:
+            raise SystemExit("--skip_steps needs --base_step_ms")
+        step_rows, base = [], args.base_step_ms / 1000
+    else:
+        step_rows, base = step_table(args, model, distillers, device)
+    distill_rows = distiller_table(args, model, distillers, device, base)
+    if args.json:  # one document with both tables
+        print(json.dumps({"benchmark": "train_step", "machine": machine_info(), "config": args.config,
+                          "frames": args.frames, "step": step_rows, "distiller": distill_rows}, indent=1))
+        return
+    if step_rows:
+        emit("train_step", step_rows, args,
+             ["variant", "K", "utts", "N_tokens", "step_ms", "ratio", "peak_MiB", "peak_ratio"])
+    emit("train_step_distiller", distill_rows, args,
+         ["variant", "K", "utts", "N_tokens", "distill_ms", "base_step_ms", "ratio_est", "peak_MiB"])
 
 
 if __name__ == "__main__":

@@ -1,7 +1,6 @@
 """Recipe stage machinery: option parsing (utils/parse_options.sh), the shared pipeline's stage
 selection and skip logic on real audio (egs/TEMPLATE/asr1/asr.sh stages 1-5)."""
 import os
-import shutil
 import subprocess
 from pathlib import Path
 

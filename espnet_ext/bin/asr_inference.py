@@ -228,7 +228,7 @@ class BatchSpeech2Text:
         elif token_type == "bpe":
             tokenizer = build_tokenizer(token_type=token_type, bpemodel=bpemodel) if bpemodel else None
         elif token_type == "hugging_face":
-            tokenizer = build_tokenizer(token_type=token_type, model_name_or_path=bpemodel)
+            tokenizer = build_tokenizer(token_type=token_type, bpemodel=bpemodel)
         else:
             tokenizer = build_tokenizer(token_type=token_type)
         return TokenIDConverter(token_list=token_list), tokenizer

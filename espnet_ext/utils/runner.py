@@ -369,9 +369,10 @@ def run_slurm(req: Request, prog: str = "slurm.py") -> int:
         print(f"{prog}: {conf.command[0]} not found; is Slurm installed (cmd_backend=slurm)?",
               file=sys.stderr)
         return 1
-    job = {"id": None}
+    job = {"id": None, "interrupted": False}
 
     def on_signal(signum, frame):
+        job["interrupted"] = True
         if job["id"]:
             subprocess.run(["scancel", job["id"]], check=False)
         proc.terminate()
@@ -386,6 +387,9 @@ def run_slurm(req: Request, prog: str = "slurm.py") -> int:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+    if job["interrupted"]:
+        print(f"{prog}: interrupted; Slurm job {job['id']} was cancelled", file=sys.stderr)
+        return 130
     if job["id"] is None:
         print(f"{prog}: submission failed: {shlex.join(cmd)}\n{err.strip()}", file=sys.stderr)
         return 1

