@@ -143,7 +143,7 @@ def build_fake_aishell(root: Path, seed: int = 0, speaker_tarballs: bool = True)
     fake.audio[leak_utt] = corpus / "wav/train/S0002" / f"{leak_utt}.wav"
     lines.append(f"{leak_utt} {_segment(test_text, rng)}")
     fake.leaked.append((leak_utt, test_utt))
-    # A wav without transcript (the real train set has 320 of them) ...
+    # A wav without transcript (the real corpus has some) ...
     lost = "BAC009S0003W0199"
     synthesize("你好", "cmn-latn-pinyin+f3", corpus / "wav/train/S0003" / f"{lost}.wav")
     fake.no_transcript["train"] = [lost]

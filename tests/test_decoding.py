@@ -430,3 +430,33 @@ def test_padding_exact_encoding_claim_holds(tasks, data):
                 assert not exact or int(cif_b.lengths[b]) == n
                 diffs.append(float((cif_b.outputs[b, :n] - cif_1.outputs[0, :n]).abs().max()) if n else 0.0)
         assert (max(diffs) < 1e-4) is exact, diffs
+
+
+@pytest.mark.parametrize("kind", ["aed", "cif"])
+def test_cached_decoders_equal_their_own_batch_score(tasks, aed_exp, cif_exp, data, tmp_path, kind):
+    """The incremental (cached key/value) decoder step gives the decoder's own batch_score
+    results: same n-best and scores with ``cached_scorers`` on and off."""
+    from espnet_ext.asr.incremental_decoding import (
+        CachedCIFDecoderScorer,
+        CachedTransformerDecoderScorer,
+        step_scorer,
+    )
+    from espnet_ext.asr.utterance_batch_beam_search import UtteranceBatchBeamSearch
+
+    exp, model_file = (aed_exp, "eos_shifted.pth") if kind == "aed" else (cif_exp, "1epoch.pth")
+    s2t = _s2t(exp, data, tmp_path, model_file)
+    model = s2t.asr_model
+    expected = CachedTransformerDecoderScorer if kind == "aed" else CachedCIFDecoderScorer
+    assert isinstance(step_scorer(model.decoder), expected)
+    speech, lengths = _batch(data, data["decode_keys"])
+    xs, xlens, fixed = s2t.encode(speech, lengths)
+    out = {}
+    for cached in (True, False):
+        search = UtteranceBatchBeamSearch({"decoder": model.decoder}, {"decoder": 1.0}, 4,
+                                          len(model.token_list), model.sos, model.eos,
+                                          cached_scorers=cached)
+        out[cached] = search(xs, xlens, fixed_lengths=fixed, maxlenratio=0.5, nbest=4)
+    for hyps_c, hyps_u in zip(out[True], out[False]):
+        assert [h.yseq.tolist() for h in hyps_c] == [h.yseq.tolist() for h in hyps_u]
+        for hc, hu in zip(hyps_c, hyps_u):
+            assert math.isclose(float(hc.score), float(hu.score), rel_tol=1e-5, abs_tol=1e-4)

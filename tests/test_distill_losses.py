@@ -2,7 +2,6 @@
 negative sampling properties, and the distiller's token selection / misalignment policy."""
 import itertools
 import logging
-import math
 
 import pytest
 import torch

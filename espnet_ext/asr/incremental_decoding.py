@@ -24,7 +24,6 @@ import math
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import torch
-from espnet.nets.pytorch_backend.nets_utils import make_pad_mask
 from espnet.nets.pytorch_backend.transformer.mask import subsequent_mask
 from espnet.nets.scorer_interface import BatchScorerInterface, ScorerInterface
 
@@ -56,6 +55,11 @@ class StepScorer:
     def select(self, state: Any, rows: torch.Tensor) -> Any:
         """State of the hypotheses ``rows`` (indices into the last scored hypotheses)."""
         raise NotImplementedError
+
+
+def _valid(xlens: torch.Tensor, t: int) -> torch.Tensor:
+    """(B, t) True on valid frames (make_pad_mask fails for t == 0)."""
+    return torch.arange(t, device=xlens.device)[None, :] < xlens[:, None]
 
 
 def _decoder_memory_class():
@@ -90,7 +94,7 @@ class ListStateScorer(StepScorer):
         if states[0] is not None:
             cache = [torch.stack([s[i] for s in states]) for i in range(n_layers)]
         ys_mask = subsequent_mask(ys.size(-1), device=ys.device).unsqueeze(0)
-        memory_mask = (~make_pad_mask(xlens, maxlen=xs.size(1)))[:, None, :].to(xs.device)
+        memory_mask = _valid(xlens, xs.size(1))[:, None, :]
         logp, new_cache = dec.forward_one_step(ys, ys_mask, xs, memory_mask, cache=cache)
         return logp, [[c[b] for c in new_cache] for b in range(ys.size(0))]
 
@@ -205,7 +209,7 @@ class CachedTransformerDecoderScorer(_CachedBase):
             att = layer.src_attn
             self.mem.append((_heads(att, xs, att.linear_k, att.k_norm),
                              _heads(att, xs, att.linear_v, torch.nn.Identity())))
-        self.mem_mask = (~make_pad_mask(xlens, maxlen=xs.size(1)))[:, None, :].to(xs.device)
+        self.mem_mask = _valid(xlens.to(xs.device), xs.size(1))[:, None, :]
         self.xlens = xlens
         return None
 
@@ -265,7 +269,7 @@ class CachedCIFDecoderScorer(_CachedBase):
         )
 
     def init(self, xs, xlens):
-        valid = ~make_pad_mask(xlens, maxlen=xs.size(1)).to(xs.device)
+        valid = _valid(xlens.to(xs.device), xs.size(1))
         self.cif = xs * valid[:, :, None].to(xs.dtype)
         return None
 

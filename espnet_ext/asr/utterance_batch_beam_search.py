@@ -2,12 +2,13 @@
 
 ESPnet's ``BatchBeamSearch`` batches the hypotheses of one utterance only, so decoding a test set
 costs one Python loop per utterance and tiny matrix products. Here every step scores the running
-hypotheses of all utterances of a batch in one ``batch_score`` call per scorer and takes, per
-utterance, the top ``beam`` of ``running x V`` weighted sums.
+hypotheses of all utterances of a batch with one call per scorer and takes, per utterance, the top
+``beam`` of ``running x V`` weighted sums.
 
 Scorers are ESPnet ``ScorerInterface`` objects with weights (decoder 1.0, LM ``w``, an internal LM
-``-w``, ...). Their states are lists with one entry per hypothesis, selected with the scorer's own
-``select_state`` (the ``BatchBeamSearch`` convention), so stock decoders and LMs work unchanged.
+``-w``, ...), reached through :mod:`espnet_ext.asr.incremental_decoding`: stock batch scorers keep
+their own ``batch_score``/``select_state`` and per-hypothesis state lists (the ``BatchBeamSearch``
+convention), ESPnet transformer decoders and the CIF decoder run incrementally (cached keys/values).
 Each scorer's log-probabilities are clamped at ``score_floor`` before weighting, so a ``-inf`` times
 a negative weight cannot turn into ``+inf``/NaN.
 
@@ -21,24 +22,20 @@ Two length modes:
   ``maxlen``, end detection when ``maxlenratio == 0``. One deliberate difference: a hypothesis that
   chose ``<eos>`` at the last step keeps a single ``<eos>`` (ESPnet appends a second one).
 
-Per-utterance and batched decoding give the same 1-best: every row of every tensor depends on its
-own utterance only (padded memories are masked, see :func:`_score_batch`), and the top-k breaks
-ties deterministically (higher score first, then lower hypothesis/token index).
+Per-utterance and batched decoding give the same 1-best: every row of every computation depends
+on its own utterance only (memories are masked or used per utterance), and the top-k breaks ties
+deterministically (higher score first, then lower hypothesis/token index).
 """
 import logging
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from espnet.nets.beam_search import Hypothesis
 from espnet.nets.e2e_asr_common import end_detect
-from espnet.nets.pytorch_backend.nets_utils import make_pad_mask
-from espnet.nets.pytorch_backend.transformer.mask import subsequent_mask
-from espnet.nets.scorer_interface import (
-    BatchScorerInterface,
-    PartialScorerInterface,
-    ScorerInterface,
-)
+from espnet.nets.scorer_interface import PartialScorerInterface, ScorerInterface
 from typeguard import typechecked
+
+from espnet_ext.asr.incremental_decoding import Layout, step_scorer
 
 logger = logging.getLogger(__name__)
 
@@ -63,48 +60,6 @@ def topk_deterministic(scores: torch.Tensor, k: int) -> Tuple[torch.Tensor, torc
     return picked.gather(1, order), cols.gather(1, order)
 
 
-def _memory_decoder_class():
-    # ESPnet decoders with cross-attention whose batch_score cannot take a memory mask.
-    try:
-        from espnet2.asr.decoder.transformer_decoder import BaseTransformerDecoder
-    except ImportError:  # pragma: no cover - espnet always ships it
-        return ()
-    return (BaseTransformerDecoder,)
-
-
-def _score_batch(
-    scorer: BatchScorerInterface,
-    ys: torch.Tensor,
-    states: List[Any],
-    xs: torch.Tensor,
-    xlens: torch.Tensor,
-) -> Tuple[torch.Tensor, List[Any]]:
-    """``scorer.batch_score`` for hypotheses whose memories ``xs`` have different lengths.
-
-    ESPnet transformer decoders' ``batch_score`` attends to the whole ``xs`` (no memory mask),
-    which would let padding change a short utterance's scores; for them the same one-step call is
-    made with the padding mask. Other batch scorers (LMs, the CIF decoder, ILMs) get ``xs`` as is
-    and must not depend on its padding.
-    """
-    if isinstance(scorer, _memory_decoder_class()) and bool((xlens < xs.size(1)).any()):
-        n_layers = len(scorer.decoders)
-        cache = None
-        if states[0] is not None:
-            cache = [torch.stack([s[i] for s in states]) for i in range(n_layers)]
-        ys_mask = subsequent_mask(ys.size(-1), device=ys.device).unsqueeze(0)
-        memory_mask = (~make_pad_mask(xlens, maxlen=xs.size(1)))[:, None, :].to(xs.device)
-        logp, new_cache = scorer.forward_one_step(ys, ys_mask, xs, memory_mask, cache=cache)
-        return logp, [[c[b] for c in new_cache] for b in range(ys.size(0))]
-    return scorer.batch_score(ys, states, xs)
-
-
-def _reset_encoder_cache(scorer: ScorerInterface) -> None:
-    # espnet2 RNNDecoder's attention caches the projected encoder output of the last utterance.
-    for att in getattr(scorer, "att_list", []):
-        if hasattr(att, "reset"):
-            att.reset()
-
-
 class UtteranceBatchBeamSearch(torch.nn.Module):
     """Beam search over a batch of utterances with weighted ESPnet scorers."""
 
@@ -119,8 +74,13 @@ class UtteranceBatchBeamSearch(torch.nn.Module):
         eos: int,
         token_list: Optional[List[str]] = None,
         score_floor: float = -1e4,
+        cached_scorers: bool = True,
     ):
-        """Scorers with weight 0 are dropped (as in ESPnet); negative weights are allowed."""
+        """Scorers with weight 0 are dropped (as in ESPnet); negative weights are allowed.
+
+        ``cached_scorers``: run supported decoders incrementally (see incremental_decoding);
+        False uses every scorer's own ``batch_score``/``score``.
+        """
         super().__init__()
         missing = set(scorers) - set(weights)
         if missing:
@@ -151,71 +111,11 @@ class UtteranceBatchBeamSearch(torch.nn.Module):
         self.eos = eos
         self.token_list = token_list
         self.score_floor = score_floor
-        logger.info("beam search scorers: " + ", ".join(f"{k} x {w:g}" for k, w in self.weights.items()))
+        self.cached_scorers = cached_scorers
+        logger.info("beam search scorers: " + ", ".join(
+            f"{k} x {w:g} ({type(step_scorer(self.scorers[k], cached_scorers)).__name__})"
+            for k, w in self.weights.items()))
 
-    # ------------------------------------------------------------------ scoring
-    def _init_states(self, xs: torch.Tensor, xlens: torch.Tensor) -> Dict[str, List[Any]]:
-        states = {}
-        for name, scorer in self.scorers.items():
-            per_utt = []
-            for b in range(xs.size(0)):
-                x = xs[b, : int(xlens[b])]
-                if isinstance(scorer, BatchScorerInterface):
-                    per_utt.append(scorer.batch_init_state(x))
-                else:
-                    _reset_encoder_cache(scorer)
-                    per_utt.append(scorer.init_state(x))
-            states[name] = per_utt
-        return states
-
-    def _score(
-        self,
-        ys: torch.Tensor,
-        states: Dict[str, List[Any]],
-        xs: torch.Tensor,
-        xlens: torch.Tensor,
-        utt_of_hyp: torch.Tensor,
-    ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor], Dict[str, List[Any]]]:
-        """Weighted sum (n, V) plus clamped per-scorer log-probs and new per-hyp states."""
-        xs_h = xs.index_select(0, utt_of_hyp)
-        xlens_h = xlens.index_select(0, utt_of_hyp)
-        acc_dtype = torch.float64 if xs.dtype == torch.float64 else torch.float32
-        weighted = torch.zeros(ys.size(0), self.vocab_size, dtype=acc_dtype, device=xs.device)
-        scores, new_states = {}, {}
-        for name, scorer in self.scorers.items():
-            if isinstance(scorer, BatchScorerInterface):
-                logp, st = _score_batch(scorer, ys, states[name], xs_h, xlens_h)
-            else:
-                logp, st = self._score_per_hyp(scorer, ys, states[name], xs, xlens, utt_of_hyp)
-            if logp.shape != weighted.shape:
-                raise ValueError(f"beam search: scorer {name!r} returned {tuple(logp.shape)}, "
-                                 f"expected {tuple(weighted.shape)} (vocabulary mismatch?)")
-            logp = logp.to(acc_dtype).clamp(min=self.score_floor)
-            weighted += self.weights[name] * logp
-            scores[name], new_states[name] = logp, st
-        return weighted, scores, new_states
-
-    @staticmethod
-    def _score_per_hyp(scorer, ys, states, xs, xlens, utt_of_hyp):
-        # Non-batch scorers (e.g. espnet2 RNNDecoder) see each hypothesis with its own unpadded x.
-        out, new_states, last_utt = [], [], None
-        for j in range(ys.size(0)):
-            b = int(utt_of_hyp[j])
-            if b != last_utt:
-                _reset_encoder_cache(scorer)
-                last_utt = b
-            logp, st = scorer.score(ys[j], states[j], xs[b, : int(xlens[b])])
-            out.append(logp)
-            new_states.append(st)
-        return torch.stack(out), new_states
-
-    def _select(self, name: str, states: List[Any], rows: Sequence[int]) -> List[Any]:
-        scorer = self.scorers[name]
-        if isinstance(scorer, BatchScorerInterface):
-            return [scorer.select_state(states, r) for r in rows]
-        return [states[r] for r in rows]
-
-    # ------------------------------------------------------------------ search
     @torch.no_grad()
     def forward(
         self,
@@ -249,67 +149,68 @@ class UtteranceBatchBeamSearch(torch.nn.Module):
 
         results: List[List[Hypothesis]] = [[] for _ in range(B)]
         ended: List[List[Hypothesis]] = [[] for _ in range(B)]
-        V, K = self.vocab_size, self.beam_size
-
-        # Running set: utterances `active` (original indices), k slots each, row-major flat slots.
-        active = [b for b in range(B) if maxlens[b] > 0]
         for b in range(B):
             if maxlens[b] <= 0:
                 logger.warning(f"beam search: utterance {b} has max length 0; no hypothesis")
+        active = [b for b in range(B) if maxlens[b] > 0]
         if not active:
             return results
+        V, K = self.vocab_size, self.beam_size
+        acc_dtype = torch.float64 if xs.dtype == torch.float64 else torch.float32
+        runners = {n: step_scorer(s, self.cached_scorers) for n, s in self.scorers.items()}
         act = torch.tensor(active, device=device)
-        xs_a, xlens_a = self._trim(xs.index_select(0, act), xlens.index_select(0, act))
+        states = {n: r.select(r.init(xs, xlens), act) for n, r in runners.items()}
+
+        # Running hypotheses: `k` slots per active utterance, utterance-major, flat slot ids.
         k = 1
         yseq = torch.full((len(active), 1), self.sos, dtype=torch.long, device=device)
-        acc_dtype = torch.float64 if xs.dtype == torch.float64 else torch.float32
         score = torch.zeros(len(active), 1, dtype=acc_dtype, device=device)
-        part = {n: torch.zeros_like(score) for n in self.scorers}
+        part = {n: torch.zeros_like(score) for n in self.scorers}  # unweighted sums per scorer
         alive = torch.ones(len(active), 1, dtype=torch.bool, device=device)
-        states = self._init_states(xs_a, xlens_a)
-
-        step = 0  # number of tokens in the prefix after sos
+        is_eos = torch.zeros(V, dtype=torch.bool, device=device)
+        is_eos[self.eos] = True
+        step = 0  # tokens after <sos> in the running prefixes
         while active:
             n_act = len(active)
-            alive_flat = alive.view(-1)
-            rows = alive_flat.nonzero().view(-1)  # flat slot ids of alive hyps
-            utt_of_hyp = torch.div(rows, k, rounding_mode="floor")
-            weighted, logps, new_states = self._score(
-                yseq.index_select(0, rows), states, xs_a, xlens_a, utt_of_hyp
-            )
+            rows = alive.view(-1).nonzero().view(-1)  # slots of the hypotheses scored now
+            layout = Layout(utt=act.index_select(0, torch.div(rows, k, rounding_mode="floor")),
+                            active=act, k=k, slots=rows)
+            ys = yseq.index_select(0, rows)
+            weighted = torch.zeros(rows.numel(), V, dtype=acc_dtype, device=device)
+            logps, new_states = {}, {}
+            for name, runner in runners.items():
+                logp, new_states[name] = runner.score(ys, states[name], layout)
+                if logp.shape != weighted.shape:
+                    raise ValueError(f"beam search: scorer {name!r} returned {tuple(logp.shape)}, "
+                                     f"expected {tuple(weighted.shape)} (vocabulary mismatch?)")
+                logps[name] = logp.to(acc_dtype).clamp(min=self.score_floor)
+                weighted += self.weights[name] * logps[name]
+
             total = torch.full((n_act * k, V), float("-inf"), dtype=acc_dtype, device=device)
             total[rows] = weighted + score.view(-1)[rows, None]
             total = total.view(n_act, k, V)
-            if fixed:
-                pos = torch.tensor([int(fixed_lengths[b]) for b in active], device=device)
-                at_end = (pos == step)[:, None, None]
-                is_eos = torch.zeros(V, dtype=torch.bool, device=device)
-                is_eos[self.eos] = True
-                banned = torch.where(at_end, ~is_eos, is_eos)
-                total = total.masked_fill(banned, float("-inf"))
+            if fixed:  # eos only at position N_b, and only eos there
+                at_end = torch.tensor([int(fixed_lengths[b]) == step for b in active], device=device)
+                total = total.masked_fill(torch.where(at_end[:, None, None], ~is_eos, is_eos), float("-inf"))
             k_new = min(K, k * V)
             top, flat = topk_deterministic(total.view(n_act, k * V), k_new)
-            prev_slot = torch.div(flat, V, rounding_mode="floor")  # (n_act, k_new) within utterance
             token = flat % V
-            src = (torch.arange(n_act, device=device)[:, None] * k + prev_slot).view(-1)
-            # map source slots to rows of the scored (alive) hyps
+            src = (torch.arange(n_act, device=device)[:, None] * k
+                   + torch.div(flat, V, rounding_mode="floor")).view(-1)  # source slots
             row_of_slot = torch.full((n_act * k,), -1, dtype=torch.long, device=device)
             row_of_slot[rows] = torch.arange(rows.numel(), device=device)
-            src_row = row_of_slot[src]
-            new_alive = (top > float("-inf")).view(-1) & (src_row >= 0)
+            src_row = row_of_slot[src]  # index into the scored hypotheses (-1: dead source)
 
             yseq = torch.cat([yseq.index_select(0, src), token.view(-1, 1)], dim=1)
             score = top
-            tok_flat = token.view(-1)
-            gather_row = src_row.clamp(min=0)
-            for n in self.scorers:
-                gained = logps[n][gather_row, tok_flat]
-                part[n] = part[n].view(-1)[src].view(n_act, k_new) + gained.view(n_act, k_new)
+            gather = (src_row.clamp(min=0), token.view(-1))
+            part = {n: part[n].view(-1)[src].view(n_act, k_new) + logps[n][gather].view(n_act, k_new)
+                    for n in self.scorers}
             k = k_new
-            alive = new_alive.view(n_act, k)
+            alive = ((top > float("-inf")).view(-1) & (src_row >= 0)).view(n_act, k)
             step += 1
 
-            # --- ends: eos chosen, maxlen reached (fixed mode: the eos step is the last)
+            # ends: eos chosen or maxlen reached (fixed mode: the eos step is the last one)
             at_max = [step >= maxlens[b] for b in active]
             chose_eos = token == self.eos
             ending = alive & (chose_eos | torch.tensor(at_max, device=device)[:, None])
@@ -323,46 +224,32 @@ class UtteranceBatchBeamSearch(torch.nn.Module):
                         yseq=seq, score=score[a, s], scores={n: part[n][a, s] for n in self.scorers}))
             alive = alive & ~ending
             any_alive = alive.any(dim=1).tolist()
-            done_utts = []
+            done = []
             for a, b in enumerate(active):
                 finished = at_max[a] or not any_alive[a]
                 if not finished and not fixed and maxlenratio == 0.0 and ended[b]:
                     finished = end_detect([h.asdict() for h in ended[b]], step - 1)
                 if finished:
-                    done_utts.append(a)
-            if done_utts:
-                done_set = set(done_utts)
-                keep = [a for a in range(n_act) if a not in done_set]
-                for a in done_utts:
-                    b = active[a]
+                    done.append(a)
                     hyps = sorted(ended[b], key=lambda h: float(h.score), reverse=True)
                     if not hyps:
                         logger.warning(f"beam search: utterance {b} ended without hypothesis")
-                    results[b] = hyps[:nbest]
-                    ended[b] = []
+                    results[b], ended[b] = hyps[:nbest], []
+            if done:
+                keep = [a for a in range(n_act) if a not in set(done)]
                 active = [active[a] for a in keep]
                 if not active:
                     break
                 keep_t = torch.tensor(keep, device=device)
                 slots = (keep_t[:, None] * k + torch.arange(k, device=device)[None]).view(-1)
-                yseq, score = yseq.index_select(0, slots), score.index_select(0, keep_t)
+                act = act.index_select(0, keep_t)
+                yseq, score, alive = yseq.index_select(0, slots), score.index_select(0, keep_t), alive.index_select(0, keep_t)
                 part = {n: v.index_select(0, keep_t) for n, v in part.items()}
-                alive = alive.index_select(0, keep_t)
-                xs_a, xlens_a = self._trim(xs_a.index_select(0, keep_t), xlens_a.index_select(0, keep_t))
-                src_row = src_row.view(n_act, k).index_select(0, keep_t).view(-1)
-                alive_keep = alive.view(-1)
-            else:
-                alive_keep = alive.view(-1)
-            # states of the hyps that stay alive, in flat slot order
-            sel_rows = src_row[alive_keep].tolist()
-            states = {n: self._select(n, new_states[n], sel_rows) for n in self.scorers}
+                src_row = src_row.index_select(0, slots)
+            # states of the hypotheses that keep running, in slot order
+            sel = src_row[alive.view(-1)]
+            states = {n: runners[n].select(new_states[n], sel) for n in runners}
         return results
-
-    @staticmethod
-    def _trim(xs: torch.Tensor, xlens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Drop padding beyond the longest remaining utterance (less work, same result)."""
-        t = max(int(xlens.max()), 1) if xlens.numel() else 1
-        return xs[:, :t], xlens
 
     @staticmethod
     def _length_bounds(xlens: torch.Tensor, maxlenratio: float, minlenratio: float):

@@ -375,18 +375,25 @@ def inference(args: argparse.Namespace, build_scorers: Callable = build_scorers)
         audio_s = 0.0
         t0 = time.perf_counter()
         with tqdm(total=len(keys), desc="decoding", unit="utt", mininterval=5) as progress:
-            for uttids, batch in loader:
+            for i, (uttids, batch) in enumerate(loader, 1):
                 audio_s += _audio_seconds(batch["speech_lengths"], batch["speech"].dim(), args,
                                           s2t.asr_train_args)
                 for uid, nbest in zip(uttids, s2t(batch["speech"], batch["speech_lengths"])):
                     results[uid] = nbest
                 progress.update(len(uttids))
+                # One line per batch: progress in the job log (and evidence for resume tests).
+                logger.info(f"batch {i}/{len(batches)} decoded: {len(results)}/{len(keys)} utterances")
         wall = time.perf_counter() - t0
 
         empty = sorted(k for k, v in results.items() if not v)
         if empty:
             logger.warning(f"{len(empty)} utterance(s) without any hypothesis (written as empty text, "
                            f"score -inf): {', '.join(empty[:20])}")
+        if s2t.fixed_length:
+            no_fire = sorted(k for k, v in results.items() if v and len(v[0][3].yseq) <= 2)
+            if no_fire:
+                logger.warning(f"{len(no_fire)} utterance(s) too short for one CIF fire (written as "
+                               f"empty text): {', '.join(no_fire[:20])}")
         write_results(output_dir, results, args.nbest)
         speed = {"utterances": len(keys), "audio_seconds": audio_s, "wall_seconds": wall,
                  "rtf": wall / audio_s if audio_s > 0 else float("nan"),
@@ -423,7 +430,9 @@ def write_results(output_dir: Path, results: Dict[str, List[Result]], nbest: int
             lines["token_int"].append(f"{uid} {' '.join(map(str, token_int))}\n")
             lines["score"].append(f"{uid} {float(hyp.score)}\n")
         for name, content in lines.items():
-            (d / name).write_text("".join(content), encoding="utf-8")
+            tmp = d / f".{name}.tmp"  # tmp + rename: a killed job never leaves a partial file
+            tmp.write_text("".join(content), encoding="utf-8")
+            tmp.replace(d / name)
 
 
 def main(cmd: Optional[Sequence[str]] = None, parser: Optional[argparse.ArgumentParser] = None,

@@ -8,7 +8,9 @@
         --output_dir data/token_list/hf_minilm
 
 Writes ``<output_dir>/tokens.txt`` (and ``bpe.model`` for bpe). With ``--pretokenize IN OUT``
-(hugging_face only) also rewrites a text file as tokenizer pieces for ESPnet's LM task. The id
+(hugging_face only) also rewrites a text file as tokenizer pieces for ESPnet's LM task. With
+``--report_unknown TEXT ...`` counts and logs, per text, the tokens ESPnet will map to ``<unk>``
+(listed per utterance in ``<output_dir>/unknown_tokens``). The id
 mapping of each type is documented in :mod:`espnet_ext.utils.tokens`.
 """
 import argparse
@@ -36,6 +38,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--hf_model", default=None, help="local path of a Hugging Face tokenizer")
     p.add_argument("--pretokenize", nargs=2, action="append", default=[], metavar=("IN", "OUT"),
                    help="hugging_face: also write IN as tokenizer pieces to OUT")
+    p.add_argument("--report_unknown", nargs="*", default=[], metavar="TEXT",
+                   help="Kaldi text files whose tokens missing from the list (they become <unk> "
+                        "in ESPnet) are counted, logged and listed in <output_dir>/unknown_tokens")
     return p
 
 
@@ -71,6 +76,14 @@ def main(cmd: Sequence[str] = None) -> int:
         return 1
     T.write_token_list(toks, out / "tokens.txt")
     logging.info("%s: %d tokens (%s)", out / "tokens.txt", len(toks), args.token_type)
+    if args.report_unknown:
+        bpemodel = {"bpe": out / "bpe.model", "hugging_face": args.hf_model}.get(args.token_type)
+        try:
+            T.unknown_token_report(args.report_unknown, toks, args.token_type, bpemodel,
+                                   report=out / "unknown_tokens")
+        except (ValueError, OSError) as e:
+            logging.error("%s", e)
+            return 1
     return 0
 
 

@@ -165,7 +165,6 @@ class HierarchicalDistiller(torch.nn.Module):
         ``distill_tokens`` (distilled positions) and ``distill_skipped`` (misaligned utterances);
         ``acc_contrastive`` is a ratio already: anchors whose positive wins / anchors.
         """
-        B = cif_out.size(0)
         device = cif_out.device
         target_lengths = (ys_out != self.ignore_id).sum(dim=1)
         if teacher is None:

@@ -29,12 +29,23 @@ class DataDirError(Exception):
     """A data directory is malformed; the message lists every problem found."""
 
 
+def decode_line(raw: bytes, path, n: int) -> str:
+    """One line of a table as UTF-8, or a DataDirError naming the file, line and id."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        key = raw.split(maxsplit=1)[0].decode("utf-8", errors="replace") if raw.strip() else ""
+        raise DataDirError(f"{path}:{n}: not UTF-8 (byte 0x{raw[e.start]:02x} at column "
+                           f"{e.start + 1}) in the line of {key!r}; convert the file to UTF-8 "
+                           f"(e.g. iconv -f GB18030 -t UTF-8)") from None
+
+
 def read_table(path, allow_empty_value: bool = True) -> Rows:
     """``<id> <rest>`` lines as (id, rest) in file order; rest is '' for a bare id."""
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            line = line.rstrip("\n")
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            line = decode_line(raw, path, n).rstrip("\n")
             if not line.strip():
                 raise DataDirError(f"{path}:{n}: empty line")
             parts = line.split(maxsplit=1)
@@ -72,8 +83,8 @@ def _check_table(path: Path, problems: List[str], value_required: bool = True) -
     """Read a table, appending problems (unsorted/duplicate ids, missing values)."""
     try:
         rows = read_table(path)
-    except (DataDirError, UnicodeDecodeError) as e:
-        problems.append(f"{path}: {e}")
+    except DataDirError as e:
+        problems.append(str(e))
         return []
     prev = None
     seen = set()
@@ -385,7 +396,7 @@ def prepare_lm_text(inputs: Sequence, output, exclude: Sequence = ()) -> Tuple[i
     for path in exclude:
         for _, text in read_table(path):
             held_out.add(_norm_sentence(text))
-    kept, removed = [], []
+    kept, removed, empty = [], [], []
     seen_ids = set()
     for path in inputs:
         for n, (utt, text) in enumerate(read_table(path), 1):
@@ -393,8 +404,12 @@ def prepare_lm_text(inputs: Sequence, output, exclude: Sequence = ()) -> Tuple[i
                 raise DataDirError(f"{path}:{n}: LM text id {utt!r} occurs twice in the inputs")
             seen_ids.add(utt)
             if not text:
+                empty.append(utt)
                 continue
             (removed if _norm_sentence(text) in held_out else kept).append((utt, text))
+    if empty:
+        logger.warning("LM text %s: %d empty sentence(s) left out: %s", output, len(empty),
+                       _ids_listed(empty))
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_table(out.with_name(out.name + ".removed"), removed)

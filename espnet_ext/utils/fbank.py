@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import os
+import struct
 import subprocess
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
@@ -28,6 +29,33 @@ DEFAULT_OPTS = dict(num_mel_bins=80, frame_length=25.0, frame_shift=10.0, dither
 
 class AudioError(Exception):
     """An utterance's audio cannot be used; the message names the utterance and its source."""
+
+
+# RIFF data sizes written by streaming writers that cannot seek back (espeak-ng --stdout, sox to
+# a pipe): the length is unknown, not truncated.
+_STREAMED_WAV_SIZE = 0x7FFF0000
+
+
+def wav_truncation(path: str) -> Optional[str]:
+    """Why a RIFF/WAVE file is truncated (its data chunk declares more bytes than the file
+    holds), or None. libsndfile silently returns the shorter audio, so this is checked here."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        size = os.fstat(f.fileno()).st_size
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            chunk, n = struct.unpack("<4sI", f.read(8))
+            if chunk == b"data":
+                available = size - pos - 8
+                if available < n < _STREAMED_WAV_SIZE:
+                    return (f"truncated: its WAV header declares {n} bytes of audio, the file "
+                            f"holds {available}")
+                return None
+            pos += 8 + n + (n & 1)
+    return None
 
 
 def read_audio(entry: str) -> Tuple[np.ndarray, int]:
@@ -56,6 +84,9 @@ def read_audio(entry: str) -> Tuple[np.ndarray, int]:
     else:
         if not os.path.isfile(entry):
             raise AudioError(f"audio file not found: {entry}")
+        truncated = wav_truncation(entry)
+        if truncated:
+            raise AudioError(truncated)
         data, rate = soundfile.read(entry, dtype="float32")
     # soundfile scales integer PCM to [-1, 1); Kaldi works on int16 sample values.
     return data * 32768.0, rate
@@ -87,10 +118,17 @@ def iter_utterances(wav_scp: str, segments: Optional[str] = None
                     ) -> Iterator[Tuple[str, str, object]]:
     """Yield (utt, source description, loader) where loader() -> (samples, rate)."""
     recs: List[Tuple[str, str]] = []
+    first_line: Dict[str, int] = {}
     for n, line in enumerate(open(wav_scp, encoding="utf-8"), 1):
         parts = line.strip().split(maxsplit=1)
         if len(parts) != 2:
             raise AudioError(f"{wav_scp}:{n}: expected '<id> <path or command |>', got {line!r}")
+        if parts[0] in first_line:
+            # Both would land in the ark and a reader would keep one of them silently.
+            raise AudioError(f"{wav_scp}:{n}: duplicate id {parts[0]!r} (first on line "
+                             f"{first_line[parts[0]]}); fix the data directory "
+                             f"(utils/data_dir.py fix)")
+        first_line[parts[0]] = n
         recs.append((parts[0], parts[1]))
     segs = _segments(segments)
     if segs is None:

@@ -7,6 +7,9 @@ ESPnet's score_cer), ``word`` (WER), ``bpe`` (TER with a sentencepiece model). T
 
 sclite segfaults on an empty hypothesis file and silently leaves out utterances missing from it,
 so both are refused here with a message naming the file and the missing utterances.
+
+Every output is written under a temporary name and renamed; ``result.txt`` comes last, so its
+presence means the scoring is complete (an interrupted run leaves no result.txt).
 """
 import os
 import re
@@ -76,10 +79,12 @@ def check_complete(ref: Dict[str, str], hyp: Dict[str, str], hyp_path) -> None:
 
 def write_trn(texts: Dict[str, str], utt2spk: Dict[str, str], path, token_type: str,
               bpe=None) -> None:
-    with open(path, "w", encoding="utf-8") as f:
+    tmp = Path(str(path) + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
         for utt in sorted(texts):
             toks = tokenize(texts[utt], token_type, bpe)
             f.write(" ".join(toks) + f"\t({utt2spk.get(utt, utt)}-{utt})\n")
+    tmp.replace(path)
 
 
 def parse_result(path) -> Dict[str, float]:
@@ -109,6 +114,7 @@ def score(ref_text, hyp_text, utt2spk_file, token_type: str, output_dir,
         bpe = spm.SentencePieceProcessor(model_file=str(bpemodel))
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    (out / "result.txt").unlink(missing_ok=True)  # stale until this scoring completes
     write_trn(ref, utt2spk, out / "ref.trn", token_type, bpe)
     write_trn(hyp, utt2spk, out / "hyp.trn", token_type, bpe)
     sclite = find_sclite()
@@ -121,12 +127,13 @@ def score(ref_text, hyp_text, utt2spk_file, token_type: str, output_dir,
     if res.returncode != 0:
         raise ScoringError(f"sclite failed (code {res.returncode}) in {out}: "
                            f"{res.stderr.decode(errors='replace').strip()}")
-    tmp.replace(out / "result.txt")
-    res = subprocess.run(base + ["-o", "dtl", "-O", ".", "-n", "result"], cwd=out,
+    res = subprocess.run(base + ["-o", "dtl", "-O", ".", "-n", "result.tmp"], cwd=out,
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     if res.returncode != 0:
         raise ScoringError(f"sclite -o dtl failed (code {res.returncode}) in {out}: "
                            f"{res.stderr.decode(errors='replace').strip()}")
+    (out / "result.tmp.dtl").replace(out / "result.dtl")
+    tmp.replace(out / "result.txt")  # last: marks the scoring complete
     return parse_result(out / "result.txt")
 
 

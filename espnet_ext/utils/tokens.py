@@ -20,7 +20,7 @@ import logging
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Iterable, List, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence
 
 logger = logging.getLogger("tokens")
 
@@ -33,9 +33,13 @@ def read_texts(paths: Sequence, field: int = 2) -> List[str]:
     (``field=1``)."""
     out = []
     for path in paths:
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                line = line.rstrip("\n")
+        with open(path, "rb") as f:
+            for n, raw in enumerate(f, 1):
+                try:
+                    line = raw.decode("utf-8").rstrip("\r\n")
+                except UnicodeDecodeError as e:
+                    raise ValueError(f"{path}:{n}: not UTF-8 (byte 0x{raw[e.start]:02x} at column "
+                                     f"{e.start + 1}); convert the file to UTF-8") from None
                 if field > 1:
                     parts = line.split(maxsplit=field - 1)
                     line = parts[field - 1] if len(parts) >= field else ""
@@ -130,6 +134,72 @@ def write_token_list(tokens: Sequence[str], path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(t + "\n" for t in tokens), encoding="utf-8")
     tmp.replace(path)
+
+
+def espnet_text2tokens(token_type: str, bpemodel: Optional[str] = None):
+    """text -> tokens exactly as ESPnet's preprocessor splits them for training (space as
+    ``<space>`` for char; no cleaner, no non-linguistic symbols). Only the one tokenizer module is
+    imported: espnet2.text.build_tokenizer pulls in the phoneme tools (seconds)."""
+    if token_type == "char":
+        from espnet2.text.char_tokenizer import CharTokenizer
+
+        return CharTokenizer(space_symbol=SPACE).text2tokens
+    if token_type == "word":
+        from espnet2.text.word_tokenizer import WordTokenizer
+
+        return WordTokenizer().text2tokens
+    if token_type == "bpe":
+        from espnet2.text.sentencepiece_tokenizer import SentencepiecesTokenizer
+
+        return SentencepiecesTokenizer(str(bpemodel)).text2tokens
+    if token_type == "hugging_face":
+        from espnet2.text.hugging_face_tokenizer import HuggingFaceTokenizer
+
+        return HuggingFaceTokenizer(str(bpemodel)).text2tokens
+    raise ValueError(f"unknown token_type {token_type!r}")
+
+
+def unknown_token_report(text_paths: Sequence, token_list: Sequence[str], token_type: str,
+                         bpemodel: Optional[str] = None, report=None) -> Dict[str, dict]:
+    """Count the tokens of Kaldi ``text`` files that ESPnet will map to ``<unk>``.
+
+    ESPnet's TokenIDConverter silently turns every token missing from the list into ``<unk>``
+    (and a tokenizer may emit its own unknown piece, e.g. BERT's ``[UNK]``); this makes the loss
+    visible. Per file, logs a line (a warning when anything is unknown) and returns
+    {"tokens", "unknown", "utterances": {utt: [tokens]}, "counts": {token: n}}. With ``report``
+    (a path), writes ``<text>\t<utt>\t<unknown tokens>`` lines there.
+    """
+    known = set(token_list) - {UNK}
+    text2tokens = espnet_text2tokens(token_type, bpemodel)
+    unk_pieces = {UNK, "[UNK]"} if token_type == "hugging_face" else {UNK}
+    out: Dict[str, dict] = {}
+    lines = []
+    for path in text_paths:
+        ids = [line.split(maxsplit=1)[0] if line.strip() else "" for line in read_texts([path], 1)]
+        total, utts, counts = 0, {}, Counter()
+        for utt, text in zip(ids, read_texts([path], 2)):
+            toks = text2tokens(text)
+            total += len(toks)
+            bad = [t for t in toks if t not in known or t in unk_pieces]
+            if bad:
+                utts[utt] = bad
+                counts.update(bad)
+                lines.append(f"{path}\t{utt}\t{' '.join(bad)}\n")
+        n_unk = sum(counts.values())
+        out[str(path)] = {"tokens": total, "unknown": n_unk, "utterances": utts, "counts": dict(counts)}
+        if n_unk:
+            shown = ", ".join(f"{t!r} x{c}" for t, c in counts.most_common(10))
+            logger.warning("%s: %d of %d tokens (%.2f%%) in %d utterance(s) are not in the token "
+                           "list and become %s: %s", path, n_unk, total, 100.0 * n_unk / max(total, 1),
+                           len(utts), UNK, shown)
+        else:
+            logger.info("%s: all %d tokens are in the token list", path, total)
+    if report is not None:
+        report = Path(report)
+        tmp = report.with_name(report.name + ".tmp")
+        tmp.write_text("".join(lines), encoding="utf-8")
+        tmp.replace(report)
+    return out
 
 
 def hf_pretokenize(model_path: str, text_in, text_out) -> int:

@@ -338,8 +338,12 @@ if begin_stage 5 "token list (${token_type})"; then
             bpe) _opts+=(--nbpe "${nbpe}" --bpemode "${bpemode}" --input "${token_train_text}") ;;
             hugging_face) _opts+=(--hf_model "${hf_model}") ;;
         esac
+        # Tokens of every set that ESPnet would silently map to <unk> are counted and logged.
+        _unk=()
+        for dset in ${all_sets}; do _unk+=("data/${dset}/text"); done
         ${python} -m espnet_ext.bin.make_token_list --token_type "${token_type}" \
-            --output_dir "${token_listdir}/${token_tag}" "${_opts[@]}"
+            --output_dir "${token_listdir}/${token_tag}" "${_opts[@]}" \
+            --report_unknown "${_unk[@]}"
         did_work
     fi
     if "${use_lm}" && [ "${token_type}" = hugging_face ] && [ ! -f "${lm_dir}/.done.wp" ]; then

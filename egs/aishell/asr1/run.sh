@@ -34,8 +34,12 @@ if [ -n "${aishell}" ]; then
     data_opts+=" --corpus_dir ${aishell}"
 fi
 set +u; . ./path.sh; set -u   # the project's Python for local/ helpers
-# shellcheck disable=SC2207
-teacher_opts=($(local/teacher_opts.sh "${variant}" "${plm}" "${download}"))
+# Teacher features are made in stage 9 and read by stages 10-11 (distillation variants only).
+teacher_opts=()
+if [ "${stop_stage}" -ge 9 ]; then
+    # shellcheck disable=SC2207
+    teacher_opts=($(local/teacher_opts.sh "${variant}" "${plm}" "${download}"))
+fi
 
 common=(
     --train_set train --valid_set dev --test_sets "dev test"
@@ -57,6 +61,9 @@ common=(
     --asr_inference_module espnet_ext.bin.asr_inference
     # Averaged model: ESPnet keeps the 10 best epochs (keep_nbest_models: 10) and averages them.
     --inference_asr_model valid.acc.ave.pth
+    # Utterances decoded together (the reference decoded batches of 8; results do not depend
+    # on it: CIF fixes each utterance's length and the search is per utterance).
+    --inference_batch_size 16
     --inference_config conf/decode_cif.yaml   # beam 10, tail threshold 0.4, LM weight 0.2
     --score_types cer
 )

@@ -40,8 +40,12 @@ plm_dir=
 if [ "${stop_stage}" -ge 5 ]; then
     plm_dir=$(python3 local/resolve_plm.py "${plm}" --download "${download}")
 fi
-# shellcheck disable=SC2207
-teacher_opts=($(local/teacher_opts.sh "${variant}" "${plm}" "${download}"))
+# Teacher features are made in stage 9 and read by stages 10-11 (distillation variants only).
+teacher_opts=()
+if [ "${stop_stage}" -ge 9 ]; then
+    # shellcheck disable=SC2207
+    teacher_opts=($(local/teacher_opts.sh "${variant}" "${plm}" "${download}"))
+fi
 
 common=(
     --train_set train_960 --valid_set dev
@@ -64,6 +68,9 @@ common=(
     --asr_inference_module espnet_ext.bin.asr_inference
     # Averaged model: ESPnet keeps the 10 best epochs (keep_nbest_models: 10) and averages them.
     --inference_asr_model valid.acc.ave.pth
+    # Utterances decoded together (the reference decoded batches of 8; results do not depend
+    # on it: CIF fixes each utterance's length and the search is per utterance).
+    --inference_batch_size 16
     --inference_config conf/decode_cif.yaml   # beam 10, tail threshold 0.4
     --score_types wer
 )

@@ -16,7 +16,8 @@ while [ $# -gt 0 ]; do
             sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
             echo "Recipe options (default or current value):"
             for _name in ${own_options}; do
-                printf '  --%-22s %s\n' "${_name}" "'${!_name}'"
+                _comment=$(grep -m1 "^${_name}=" "$0" | sed -n 's/^[^#]*#[[:space:]]*/  # /p')
+                printf '  --%-22s %s%s\n' "${_name}" "'${!_name}'" "${_comment}"
             done
             echo
             ./asr.sh --help
@@ -45,4 +46,4 @@ while [ $# -gt 0 ]; do
         esac
     fi
 done
-unset _name _value
+unset _name _value _comment

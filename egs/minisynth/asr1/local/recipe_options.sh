@@ -1,0 +1,1 @@
+../../../aishell/asr1/local/recipe_options.sh
