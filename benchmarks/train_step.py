@@ -19,7 +19,8 @@ Two tables:
    so time a smaller step batch and keep ``--distill_batch 124``: the baseline step grows linearly
    with the number of utterances, the distiller depends only on the token count.
 
-Memory: on CUDA peak ``max_memory_allocated`` per step / per distiller call; on CPU the bytes of
+Time: on CUDA wall time (synchronised); on CPU the process's CPU time (all threads), because wall
+time on shared cores mostly measures the neighbours. Memory: on CUDA peak ``max_memory_allocated`` per step / per distiller call; on CPU the bytes of
 tensors autograd keeps for backward (activation memory). Target: HKD at K=700, N~2000 tokens
 <= 1.10x the baseline step.
 """
@@ -68,17 +69,19 @@ class SavedBytes:
 
 
 def measure(fn, cuda: bool):
-    """(seconds, peak bytes) of one call."""
+    """(seconds, peak bytes) of one call: wall time on CUDA; on CPU this process's CPU time (user
+    + system, all threads), which other processes sharing the cores disturb far less than wall time."""
     saved = SavedBytes()
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
+    clock = time.perf_counter if cuda else time.process_time
+    t0 = clock()
     with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t):
         fn()
     if cuda:
         torch.cuda.synchronize()
-    elapsed = time.perf_counter() - t0
+    elapsed = clock() - t0
     return elapsed, torch.cuda.max_memory_allocated() if cuda else saved.total
 
 

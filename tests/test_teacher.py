@@ -75,6 +75,14 @@ def test_char_alignment_on_chinese_with_digits_and_latin(teacher):
     assert not too_long.ok and "positions" in too_long.reason
 
 
+def test_sentencepiece_alignment_compares_character_spans(teacher):
+    aligner = TokenAligner(teacher.tokenizer, "bpe")
+    same = aligner.align(["\u2581hello", "\u2581world"])
+    assert same.ok and teacher.tokenizer.convert_ids_to_tokens(same.input_ids[1:-1]) == ["hello", "world"]
+    split_differently = aligner.align(["\u2581play", "ing"])  # the PLM reads "playing" as one token
+    assert not split_differently.ok and "'playing'" in split_differently.reason
+
+
 def test_wordpiece_ids_match_by_construction_and_vocabulary_is_verified(teacher, wordpiece_tokens):
     vocab = wordpiece_tokens.read_text(encoding="utf-8").split("\n")[:-1]
     aligner = TokenAligner(teacher.tokenizer, "hugging_face", token_list=vocab)

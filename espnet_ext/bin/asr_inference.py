@@ -103,9 +103,10 @@ def get_parser() -> config_argparse.ArgumentParser:
 def build_scorers(
     args: argparse.Namespace, asr_model: torch.nn.Module, device: str
 ) -> Tuple[Dict[str, ScorerInterface], Dict[str, float]]:
-    """Scorers and weights of the search: decoder 1.0, LM ``--lm_weight``, length bonus ``--penalty``.
+    """Scorers and weights of the search: decoder 1.0, LM ``--lm_weight``, internal LM
+    ``-(--ilm_weight)`` (espnet_ext.lm.fusion), length bonus ``--penalty``.
 
-    Override (wrap) this to add scorers, e.g. an internal LM with a negative weight.
+    Wrap this (and pass it to :func:`main`/:func:`inference`) to add scorers.
     """
     scorers: Dict[str, ScorerInterface] = {"decoder": asr_model.decoder}
     weights = {"decoder": 1.0}

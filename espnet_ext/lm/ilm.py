@@ -272,6 +272,7 @@ class ClampedScorer(torch.nn.Module, BatchScorerInterface):
     """Wraps a scorer and clamps its scores at ``floor`` so a negative fusion weight can never
     turn a masked (-inf / -1e10) token into +inf or NaN."""
 
+    @typechecked
     def __init__(self, scorer: ScorerInterface, floor: float = LOGP_FLOOR):
         super().__init__()
         self.scorer = scorer
