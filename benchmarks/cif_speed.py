@@ -53,8 +53,8 @@ def run(args):
     sync = torch.cuda.synchronize if args.cuda else (lambda: None)
     import torch_cif
 
-    grid = [(2, 50, 16)] if args.quick else [(1, 500, 256), (16, 500, 256), (32, 1000, 256)]
-    dtypes = [torch.float32] if args.quick else [torch.float32, torch.bfloat16]
+    grid = [(2, 50, 16)] if args.quick else [tuple(int(x) for x in g.split("x")) for g in args.grid]
+    dtypes = [torch.float32] if args.quick else [getattr(torch, d) for d in args.dtypes]
     rows = []
     for (B, T, D) in grid:
         for dtype in dtypes:
@@ -120,9 +120,15 @@ def run(args):
 def main():
     p = base_parser(__doc__)
     p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--grid", nargs="+", default=["16x100x256", "16x250x256", "16x500x256", "16x1000x256",
+                                                  "1x500x256", "32x1000x256"],
+                   help="BxTxD sizes (the B=16 T sweep feeds the plot in docs/benchmarks.md)")
+    p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"])
     p.add_argument("--cuda", action="store_true", help="run on the GPU")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="--device cuda = --cuda")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     args = p.parse_args()
+    args.cuda = args.cuda or args.device == "cuda"
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = run(args)

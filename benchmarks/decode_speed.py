@@ -18,7 +18,7 @@ frames, the same for every method); the CIF model's random predictor fires ~0.5 
 Reported: utterances/s, audio-s/s, RTF, speed-up vs ESPnet, and the share of utterances whose
 1-best token sequence equals ESPnet's (target: >= 5x throughput with identical 1-best on CPU).
 """
-import argparse
+import contextlib
 import os
 import sys
 import tempfile
@@ -219,7 +219,8 @@ def main(argv=None):
     if args.quick:
         args.num_utts, args.batch_sizes, args.beam_size, args.vocab = 6, [1, 4], 3, 20
         args.min_seconds, args.max_seconds = 0.5, 1.5
-    rows = run(args)
+    with contextlib.redirect_stdout(sys.stderr):  # ESPnet prints import notices to stdout
+        rows = run(args)
     emit("decode_speed", rows, args, ["model", "params_M", "init", "method", "batch", "beam", "utts",
                                       "audio_s", "wall_s", "encode_s", "search_s", "utt_per_s",
                                       "audio_s_per_s", "rtf", "speedup", "search_speedup", "same_1best",

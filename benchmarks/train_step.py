@@ -24,6 +24,7 @@ time on shared cores mostly measures the neighbours. Memory: on CUDA peak ``max_
 tensors autograd keeps for backward (activation memory). Target: HKD at K=700, N~2000 tokens
 <= 1.10x the baseline step.
 """
+import contextlib
 import json
 import os
 import statistics
@@ -86,7 +87,8 @@ def measure(fn, cuda: bool):
 
 
 def build_model(args, device):
-    from espnet_ext.tasks.cif_asr import CIFASRTask
+    with contextlib.redirect_stdout(sys.stderr):  # ESPnet prints import notes on stdout; keep --json clean
+        from espnet_ext.tasks.cif_asr import CIFASRTask
 
     tmp = Path(tempfile.mkdtemp(prefix="train_step_"))
     tokens = ["<blank>", "<unk>"] + [f"t{i}" for i in range(args.vocab - 3)] + ["<sos/eos>"]
@@ -213,14 +215,14 @@ def main():
     p.add_argument("--skip_steps", action="store_true", help="distiller table only (needs --base_step_ms)")
     p.add_argument("--base_step_ms", type=float, default=0.0, help="baseline step time for --skip_steps")
     p.add_argument("--cuda", action="store_true")
-    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads (0: 1 on CPU, whose CPU-time clock is only stable single-threaded)")
     args = p.parse_args()
     if args.quick:
         args.config, args.batch, args.frames, args.tokens = str(REPO / "conf" / "train_asr_cif_tiny.yaml"), 8, 160, 6
         args.vocab, args.teacher_dim, args.repeats, args.distill_repeats = 50, 32, 2, 3
     args.distill_batch = args.distill_batch or args.batch
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads or (torch.get_num_threads() if args.cuda else 1))
     device = torch.device("cuda" if args.cuda else "cpu")
     model = build_model(args, device)
     names = [v for v in args.variants.split(",") if v]

@@ -460,3 +460,29 @@ def test_cached_decoders_equal_their_own_batch_score(tasks, aed_exp, cif_exp, da
         assert [h.yseq.tolist() for h in hyps_c] == [h.yseq.tolist() for h in hyps_u]
         for hc, hu in zip(hyps_c, hyps_u):
             assert math.isclose(float(hc.score), float(hu.score), rel_tol=1e-5, abs_tol=1e-4)
+
+
+def test_transformer_lm_fusion_is_batch_invariant(cif_exp, data, tmp_path):
+    """Shallow fusion with an ESPnet TransformerLM (list-state scorer next to the cached CIF
+    decoder): batched and per-utterance n-best equal, score = decoder + w * LM."""
+    from espnet2.lm.transformer_lm import TransformerLM
+
+    from espnet_ext.asr.utterance_batch_beam_search import UtteranceBatchBeamSearch
+
+    s2t = _s2t(cif_exp, data, tmp_path, "1epoch.pth")
+    model = s2t.asr_model
+    torch.manual_seed(0)
+    lm = TransformerLM(len(model.token_list), pos_enc=None, embed_unit=16, att_unit=16, head=2,
+                       unit=32, layer=2).eval()
+    search = UtteranceBatchBeamSearch({"decoder": model.decoder, "lm": lm}, {"decoder": 1.0, "lm": 0.5},
+                                      4, len(model.token_list), model.sos, model.eos).eval()
+    speech, lengths = _batch(data, data["decode_keys"])
+    xs, xlens, fixed = s2t.encode(speech, lengths)
+    batched = search(xs, xlens, fixed_lengths=fixed, nbest=3)
+    for b in range(len(lengths)):
+        n = int(xlens[b])
+        alone = search(xs[b:b + 1, :n], xlens[b:b + 1], fixed_lengths=fixed[b:b + 1], nbest=3)[0]
+        assert [h.yseq.tolist() for h in alone] == [h.yseq.tolist() for h in batched[b]]
+        for h in batched[b]:
+            expected = float(h.scores["decoder"]) + 0.5 * float(h.scores["lm"])
+            assert math.isclose(float(h.score), expected, rel_tol=1e-5, abs_tol=1e-4)

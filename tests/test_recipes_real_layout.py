@@ -150,18 +150,18 @@ def check_trn(score_dir: Path, ref_texts: Dict[str, str], speakers: Dict[str, st
     """ref.trn/hyp.trn in ESPnet's sclite form and result.txt with its Sum/Avg line."""
     ref = (score_dir / "ref.trn").read_text(encoding="utf-8").splitlines()
     hyp = (score_dir / "hyp.trn").read_text(encoding="utf-8").splitlines()
-    trn = re.compile(r"^(.*)\t\((\S+)-(\S+)\)$")
+    # sclite takes the speaker from before the first "-" of "(<spk>-<utt>)"; ESPnet's form.
+    ids = {f"{speakers[u]}-{u}": u for u in ref_texts}
+    trn = re.compile(r"^(.*)\t\((\S+)\)$")
     got = {}
     for line in ref:
         m = trn.match(line)
-        assert m, f"{score_dir}/ref.trn: malformed line {line!r}"
-        words, spk, utt = m.groups()
-        assert speakers[utt] == spk
-        got[utt] = words
+        assert m and m.group(2) in ids, f"{score_dir}/ref.trn: unexpected line {line!r}"
+        got[ids[m.group(2)]] = m.group(1)
     expected = {u: (" ".join(t) if units == "char" else t) for u, t in ref_texts.items()}
     assert got == expected
-    hyp_ids = sorted(trn.match(line).group(3) for line in hyp)
-    assert hyp_ids == sorted(ref_texts)
+    hyp_ids = sorted(trn.match(line).group(2) for line in hyp)
+    assert hyp_ids == sorted(ids)
     result = (score_dir / "result.txt").read_text(encoding="utf-8")
     sum_line = [line for line in result.splitlines() if "Sum/Avg" in line]
     assert sum_line, f"{score_dir}/result.txt has no Sum/Avg line"

@@ -179,7 +179,7 @@ def test_lm_training_killed_in_epoch_2_resumes_to_the_same_model(tmp_path):
     rng = random.Random(0)
     tokens = tmp_path / "tokens.txt"
     tokens.write_text("\n".join(SPECIAL_FIRST + list(LETTERS) + SPECIAL_LAST) + "\n")
-    for name, n in (("train", 1200), ("valid", 40)):
+    for name, n in (("train", 600), ("valid", 40)):
         lines = ["".join(rng.choice(LETTERS) for _ in range(rng.randint(3, 12))) for _ in range(n)]
         (tmp_path / name).write_text("".join(f"{name}{i:04d} {t}\n" for i, t in enumerate(lines)))
         (tmp_path / f"{name}_shape").write_text(

@@ -21,7 +21,7 @@ per utterance), ``score`` (log-probs of the next token for the running hypothese
 structure, else the generic one.
 """
 import math
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, NamedTuple, Optional, Tuple
 
 import torch
 from espnet.nets.pytorch_backend.transformer.mask import subsequent_mask
@@ -32,13 +32,15 @@ class Layout(NamedTuple):
     """Where the scored hypotheses sit: utterance-major dense slots ``(len(active), k)``.
 
     utt: (n,) original utterance index of each hypothesis; active: (A,) original indices of the
-    running utterances; k: slots per utterance; slots: (n,) slot of each hypothesis in ``A * k``.
+    running utterances; k: slots per utterance; slots: (n,) slot of each hypothesis in ``A * k``;
+    cache: per-step values shared by the scorers (e.g. the per-hypothesis memories).
     """
 
     utt: torch.Tensor
     active: torch.Tensor
     k: int
     slots: torch.Tensor
+    cache: dict
 
 
 class StepScorer:
@@ -79,8 +81,11 @@ class ListStateScorer(StepScorer):
         return [self.scorer.batch_init_state(xs[b, : int(xlens[b])]) for b in range(xs.size(0))]
 
     def score(self, ys, state, layout):
-        xlens = self.xlens.index_select(0, layout.utt)
-        xs = self.xs.index_select(0, layout.utt)[:, : max(int(xlens.max()), 1)]
+        key = ("memory", id(self.xs))
+        if key not in layout.cache:  # one gather per step, whatever the number of such scorers
+            xlens = self.xlens.index_select(0, layout.utt)
+            layout.cache[key] = (self.xs.index_select(0, layout.utt)[:, : max(int(xlens.max()), 1)], xlens)
+        xs, xlens = layout.cache[key]
         if isinstance(self.scorer, _decoder_memory_class()) and bool((xlens < xs.size(1)).any()):
             return self._masked_transformer_step(ys, state, xs, xlens)
         return self.scorer.batch_score(ys, state, xs)
@@ -160,7 +165,7 @@ def _self_attention_step(att, x: torch.Tensor, cache: Optional[Tuple[torch.Tenso
 def _memory_attention_step(att, x: torch.Tensor, mem_k, mem_v, mem_mask, layout: Layout):
     """Cross-attention of x (n, 1, d) to its utterance's projected memory (A, h, T, d_k): queries
     are placed in the dense (A, k) slot layout so that every utterance's memory is used as is."""
-    n, A, k = x.size(0), layout.active.numel(), layout.k
+    A, k = layout.active.numel(), layout.k
     q = _heads(att, x, att.linear_q, att.q_norm)[:, :, 0]  # (n, h, d_k)
     dense = q.new_zeros(A * k, att.h, att.d_k)
     dense[layout.slots] = q

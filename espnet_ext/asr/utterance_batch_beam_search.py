@@ -174,7 +174,7 @@ class UtteranceBatchBeamSearch(torch.nn.Module):
             n_act = len(active)
             rows = alive.view(-1).nonzero().view(-1)  # slots of the hypotheses scored now
             layout = Layout(utt=act.index_select(0, torch.div(rows, k, rounding_mode="floor")),
-                            active=act, k=k, slots=rows)
+                            active=act, k=k, slots=rows, cache={})
             ys = yseq.index_select(0, rows)
             weighted = torch.zeros(rows.numel(), V, dtype=acc_dtype, device=device)
             logps, new_states = {}, {}

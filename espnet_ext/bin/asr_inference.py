@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import humanfriendly
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -82,6 +81,9 @@ def get_parser() -> config_argparse.ArgumentParser:
     group.add_argument("--minlenratio", type=float, default=0.0)
     group.add_argument("--score_floor", type=float, default=-1e4,
                        help="each scorer's log-probs are clamped to >= this before weighting")
+    group.add_argument("--cached_scorers", type=str2bool, default=True,
+                       help="run ESPnet transformer decoders and the CIF decoder incrementally "
+                            "(cached keys/values; same results); false: their own batch_score")
     group.add_argument("--encoder_batching", default="auto", choices=["auto", "batch", "utterance"],
                        help="batch: encode the padded batch at once; utterance: one at a time "
                             "(exactly as unbatched); auto: batch only when the front end, "
@@ -198,7 +200,7 @@ class BatchSpeech2Text:
         self.beam_search = UtteranceBatchBeamSearch(
             scorers=scorers, weights=weights, beam_size=args.beam_size,
             vocab_size=len(token_list), sos=asr_model.sos, eos=asr_model.eos,
-            token_list=token_list, score_floor=args.score_floor,
+            token_list=token_list, score_floor=args.score_floor, cached_scorers=getattr(args, "cached_scorers", True),
         ).eval()
         self.nbest = args.nbest
         self.maxlenratio, self.minlenratio = args.maxlenratio, args.minlenratio

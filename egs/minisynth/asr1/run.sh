@@ -59,6 +59,15 @@ common=(
     --score_types wer
 )
 
+# data/ holds one corpus: refuse to mix the --fast and the default preset (or two seeds).
+preset="fast=${fast} seed=${seed}"
+if [ -f data/.done.data_prep ] && [ -f data/.minisynth_preset ] \
+        && [ "$(cat data/.minisynth_preset)" != "${preset}" ]; then
+    log "data/ holds the corpus '$(cat data/.minisynth_preset)', not '${preset}':" \
+        "remove data/ dump/ exp/ first (or run in a copy of the recipe)"
+    exit 2
+fi
+
 mkdir -p exp
 run_times=exp/run_times.tsv
 [ -f "${run_times}" ] || printf 'step\tstages\tconfig\twall_s\tcpu_s\tload_1_5_15\tdate\n' > "${run_times}"
@@ -72,6 +81,7 @@ timed() {
     { time "$@" 2>&4 4>&-; } 4>&2 2>"${tf}" || rc=$?
     read -r wall user sys < "${tf}" || true
     rm -f "${tf}"
+    [[ "${wall:-}" =~ ^[0-9.]+$ ]] || { wall=0; user=0; sys=0; }  # interrupted: no timing line
     printf '%s\t%s\t%s\t%.0f\t%.0f\t%s\t%s\n' "${step}" "${stages}" "${cfg}" "${wall:-0}" \
         "$(awk -v u="${user:-0}" -v s="${sys:-0}" 'BEGIN { print u + s }')" "$(cut -d' ' -f1-3 /proc/loadavg)" \
         "$(date '+%Y-%m-%dT%H:%M:%S')" >> "${run_times}"
@@ -85,6 +95,7 @@ upto() { echo $(( $1 < stop_stage ? $1 : stop_stage )); }
 for s in $(seq "$(from 1)" "$(upto 10)"); do
     timed "stage ${s}" "${s}" "${configs[0]}" \
         ./asr.sh "${common[@]}" --asr_config "${configs[0]}" "${asr_opts[@]}" --stage "${s}" --stop_stage "${s}"
+    if [ "${s}" = 1 ]; then echo "${preset}" > data/.minisynth_preset; fi
 done
 # Stages 11-15 (training, reserved ILM stages, decoding, scoring) per ASR config; then the same
 # model decoded without the LM (its own decode_* directory: RESULTS.md lists both).
@@ -100,11 +111,15 @@ for cfg in "${configs[@]}"; do
     fi
 done
 
+# The PNG: CIF fires of the first ASR config's model on the first test_in utterance, labelled
+# with the tokens of its LM decoding.
 if "${plot_fires}" && in_range 16 16; then
-    asr_exp=$(./asr.sh "${common[@]}" --asr_config "${configs[0]}" "${asr_opts[@]}" --print_asr_exp true)
+    cfg=$(basename "${configs[0]}"); cfg=${cfg%.*}
+    asr_exp=exp/asr_${cfg}_bpe_unigram${nbpe}
+    decode_dir=$(ls -d "${asr_exp}"/decode_*_lm_*/test_in 2>/dev/null | head -1 || true)
     timed "CIF fire plot" - "${configs[0]}" \
         python3 local/plot_cif_fires.py --asr_exp "${asr_exp}" --data_dir dump/fbank/test_in \
-            --output_dir exp
+            ${decode_dir:+--decode_dir "${decode_dir}"}
 fi
 if in_range 16 16; then
     timed "stage 16" 16 - \
