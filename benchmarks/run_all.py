@@ -236,7 +236,8 @@ def main(argv=None) -> Dict:
     for name in names:
         path = out_dir / f"{name}.json"
         if args.reuse and path.is_file() and path.stat().st_size:
-            results[name] = json.loads(path.read_text())
+            text = path.read_text()
+            results[name] = json.loads(text[text.index("{"):])  # a script run by hand may print notices first
             continue
         if name == "recipe_times" and not args.quick and not (REPO / args.recipe / "exp" / "stage_times.tsv").is_file():
             print(f"run_all: {args.recipe}/exp/stage_times.tsv missing; recipe_times skipped", file=sys.stderr)

@@ -21,7 +21,6 @@ from reliability_helpers import (CIF_CONF, chdir, files, kill_when, log_has, one
                                  start, tail, tiny_cif_model)
 from speech_fixtures import SENTENCES
 
-pytestmark = pytest.mark.slow
 TIME_KEYS = ("time", "iter_time", "forward_time", "backward_time", "optim_step_time", "train_time")
 
 
@@ -32,6 +31,7 @@ def same_bytes(a: Path, b: Path, names):
 
 
 # ------------------------------------------------------------------------------ features
+@pytest.mark.slow
 def test_fbank_extraction_killed_in_a_part_resumes_byte_identical(speech_corpus, tmp_path):
     """Three parts in one job (the recipe's manifest); part 2 holds an utterance whose audio
     command waits for a gate file, so the kill lands inside part 2 for sure."""
@@ -89,6 +89,7 @@ def minilm() -> str:
     return str(gt.get_model_path())
 
 
+@pytest.mark.slow
 def test_teacher_extraction_killed_after_a_chunk_resumes_byte_identical(minilm, tmp_path):
     from transformers import AutoTokenizer
 
@@ -171,6 +172,7 @@ def _kill_in_epoch_2(cmd, work: Path, log: Path, max_epoch: int) -> None:
     assert not list(work.glob("*ave*.pth"))
 
 
+@pytest.mark.slow
 def test_lm_training_killed_in_epoch_2_resumes_to_the_same_model(tmp_path):
     from espnet2.tasks.lm import LMTask
 
@@ -205,6 +207,7 @@ def test_lm_training_killed_in_epoch_2_resumes_to_the_same_model(tmp_path):
     _check_resumed_training(ref, work, log, 3)
 
 
+@pytest.mark.slow
 def test_asr_training_killed_in_epoch_2_resumes_to_the_same_model(tmp_path_factory):
     ref, data = tiny_cif_model(tmp_path_factory.getbasetemp() / "reliability_cif")
     from tiny_asr_data import asr_data_args
@@ -219,6 +222,7 @@ def test_asr_training_killed_in_epoch_2_resumes_to_the_same_model(tmp_path_facto
 
 
 # ------------------------------------------------------------------------------ decoding
+@pytest.mark.slow
 def test_decoding_killed_after_a_batch_reruns_byte_identical(tmp_path_factory):
     from espnet_ext.bin import asr_inference
 
@@ -250,6 +254,7 @@ def test_decoding_killed_after_a_batch_reruns_byte_identical(tmp_path_factory):
 
 
 # ------------------------------------------------------------------------------ scoring
+@pytest.mark.slow
 def test_scoring_killed_in_sclite_reruns_byte_identical(tmp_path):
     from espnet_ext.utils.scoring import score
 
@@ -278,3 +283,31 @@ def test_scoring_killed_in_sclite_reruns_byte_identical(tmp_path):
     same_bytes(tmp_path / "reference", out, names)
     assert "Sum/Avg" in (out / "result.txt").read_text()
     shutil.rmtree(tmp_path / "reference")
+
+
+def test_trainer_checkpoints_are_written_atomically(tmp_path):
+    """ESPnet's trainer saves with torch.save straight to checkpoint.pth; a kill in the save
+    leaves a file --resume cannot read. Our tasks make those saves tmp + rename."""
+    import espnet2.train.trainer as trainer
+
+    import espnet_ext.tasks.cif_asr  # noqa: F401  (installs the atomic save)
+
+    class KilledWhileSaving:
+        def __reduce__(self):
+            raise RuntimeError("killed while saving")
+
+    state = {"model": torch.zeros(10000), "boom": KilledWhileSaving()}
+    stock = tmp_path / "stock.pth"
+    torch.save({"epoch": 1}, stock)
+    with pytest.raises(RuntimeError, match="killed while saving"):
+        torch.save(state, stock)
+    with pytest.raises(Exception):
+        torch.load(stock)  # what a kill during a stock save leaves behind
+
+    ours = tmp_path / "checkpoint.pth"
+    trainer.torch.save({"epoch": 1}, ours)
+    with pytest.raises(RuntimeError, match="killed while saving"):
+        trainer.torch.save(state, ours)
+    assert torch.load(ours) == {"epoch": 1}  # the previous checkpoint, intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pth", "stock.pth"]
+    assert trainer.torch.isfinite is torch.isfinite  # everything else is torch itself

@@ -6,8 +6,8 @@ interval ``(c_{t-1}, c_t]`` crosses one or more integers is split exactly among 
 touches (no negative left-overs, several fires per frame allowed). Per frame there are at most three
 kinds of share: the part that closes the token it started in (``first``), the part that opens the
 token it ends in (``last``) and whole tokens strictly inside the frame (``middle``, weight 1 each).
-``first``/``last`` are added with ``index_add`` over flattened rows; each token has at most one ``middle`` frame,
-found by ``searchsorted``. No Python loop over frames, one host sync (the output length).
+``first`` is added with ``index_add`` over flattened rows; each token has at most one ``middle`` frame,
+found by ``searchsorted``, and the frame holding a ``last`` share is the fire frame of the token before. No Python loop over frames, one host sync (the output length).
 
 Differences from the official HKD code (shared/docs/reference-hkd.md §3), all deliberate:
 - fires exactly at multiples of ``threshold`` and consumes ``threshold`` (the reference fires at
@@ -96,22 +96,17 @@ def cif(
     start_tok = torch.floor(prev.detach()).long()
     end_tok = torch.floor(c.detach()).long()
     w_first = torch.minimum(c, start_tok + 1.0) - prev
-    w_last = torch.where(end_tok > start_tok, c - end_tok, torch.zeros_like(c))
     # Slot N collects the residual of utterances whose residual does not become a token.
     start_idx = start_tok.clamp(0, N)
-    end_idx = end_tok.clamp(0, N)
 
     compute = torch.promote_types(hidden.dtype, torch.float32)
-    h = hidden.to(compute)
     rows = torch.arange(B, device=device)[:, None] * (N + 1)  # flat row of token 0 per utterance
     # index_add over flattened rows: one index per frame, vectorised over D (cheaper than a
     # scatter_add whose index is expanded to (B, T, D)).
-    out = h.new_zeros(B * (N + 1), D)
-    h_flat = h.reshape(B * T, D)
+    out = hidden.new_zeros(B * (N + 1), D, dtype=compute)
+    h_flat = hidden.to(compute).reshape(B * T, D)
     out = out.index_add(0, (rows + start_idx).reshape(-1),
                         h_flat * (w_first * threshold).to(compute).reshape(-1, 1))
-    out = out.index_add(0, (rows + end_idx).reshape(-1),
-                        h_flat * (w_last * threshold).to(compute).reshape(-1, 1))
 
     fire_positions = torch.full((B, N), -1, dtype=torch.long, device=device)
     token = torch.arange(N, device=device)
@@ -124,9 +119,18 @@ def cif(
         # Token k lies wholly inside its fire frame when that frame started before k.
         middle = fired & (torch.gather(start_tok, 1, fire) < token[None, :])
         frame_rows = (torch.arange(B, device=device)[:, None] * T + fire).reshape(-1)
-        out = out.index_add(0, (rows + token[None, :]).reshape(-1),
-                            h_flat.index_select(0, frame_rows)
-                            * (middle.to(compute) * threshold).reshape(-1, 1))
+        fire_h = h_flat.index_select(0, frame_rows)  # (B*N, D): only fire frames carry more shares
+        token_rows = rows + token[None, :]
+        out = out.index_add(0, token_rows.reshape(-1),
+                            fire_h * (middle.to(compute) * threshold).reshape(-1, 1))
+        # The part of a frame beyond its last crossed integer e opens token e; that frame is the
+        # fire frame of token e-1, so the `last` shares need B*N rows, not B*T.
+        next_token = token[None, :] + 1
+        opens = fired & (torch.gather(end_tok, 1, fire) == next_token)
+        c_fire = torch.gather(c, 1, fire)
+        w_last = torch.where(opens, c_fire - next_token.to(c.dtype), torch.zeros_like(c_fire))
+        out = out.index_add(0, (token_rows + 1).reshape(-1),
+                            fire_h * (w_last * threshold).to(compute).reshape(-1, 1))
         last_valid = (lengths - 1).clamp(min=0)[:, None].expand(B, N)
         fire_positions = torch.where(fired, fire, fire_positions)
         fire_positions = torch.where(is_tail, last_valid, fire_positions)

@@ -88,7 +88,11 @@ class TokenAligner:
     def verify_vocabulary(self, token_list: Sequence[str]) -> None:
         """With token_type hugging_face the ASR token list must equal the PLM vocabulary."""
         vocab = self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer))))
-        if list(token_list) != list(vocab):
+        token_list = list(token_list)
+        # espnet_ext.utils.tokens' hugging_face list: ids 0/1 renamed <blank>/<unk> (never produced
+        # from text), every other id kept, <sos/eos> appended as id V.
+        espnet_layout = len(token_list) == len(vocab) + 1 and token_list[2 : len(vocab)] == list(vocab[2:])
+        if token_list != list(vocab) and not espnet_layout:
             first = next(
                 (i for i, (a, b) in enumerate(zip(token_list, vocab)) if a != b),
                 min(len(token_list), len(vocab)),

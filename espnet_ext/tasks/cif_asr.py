@@ -11,6 +11,9 @@ from typing import Tuple
 
 import espnet_ext  # noqa: F401  (registers our classes in espnet2.tasks.asr)
 from espnet2.tasks.asr import ASRTask
+from espnet_ext.utils import checkpoint
+
+checkpoint.install()  # a kill while saving never leaves a truncated checkpoint.pth
 
 
 class CIFASRTask(ASRTask):

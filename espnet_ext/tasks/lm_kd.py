@@ -13,6 +13,9 @@ from espnet2.tasks.lm import LMTask
 from espnet2.utils.types import str_or_none
 from espnet_ext.lm.ilm import check_same_tokens, load_internal_lm
 from espnet_ext.lm.kd_lm import KDLanguageModel
+from espnet_ext.utils import checkpoint
+
+checkpoint.install()  # a kill while saving never leaves a truncated checkpoint.pth
 
 
 class LMKDTask(LMTask):

@@ -8,7 +8,7 @@
 #   4  length filtering of train/valid; LM training text without dev/test sentences
 #   5  token list (char | word | bpe | hugging_face) -> data/token_list/<tag>/tokens.txt
 #   6  LM statistics        7  LM training (--resume true)        8  LM perplexity on dev/test
-#   9  (reserved: PLM teacher features, issue 6)
+#   9  PLM teacher features for HKD (only with --plm_model): dump/plm/<set>/feats.scp (fp16)
 #  10  ASR statistics: shapes and feats_stats.npz for GlobalMVN (ESPnet --collect_stats)
 #  11  ASR training (ESPnet launcher, --resume true)
 #  12  (reserved: internal-LM estimation, issue 7)   13  (reserved: DR-KD LM, issue 7)
@@ -81,6 +81,14 @@ feats_normalize=global_mvn  # global_mvn (stats of stage 10) or utterance_mvn
 speech_fold_length=800
 text_fold_length=150
 
+# PLM teacher features (stage 9; HKD, issue 6)
+plm_model=              # HF model path/name of the frozen teacher (empty: stage 9 and plm_feats off)
+plm_layer=-1            # teacher layer (-1: last; 0: embeddings)
+plm_batch_size=64       # sentences per teacher forward pass
+plm_misaligned_policy=skip  # skip: empty features (no distillation) for misaligned utts; fail: stop
+plm_gpu=false           # extract on a GPU (cuda_cmd --gpu 1)
+plm_dir=                # default: <dumpdir>/plm
+
 # Decoding and scoring
 inference_config=       # decoding config (beam size, lm_weight, ...)
 inference_args=         # extra options of the inference module
@@ -145,6 +153,7 @@ else
 fi
 lm_train_txt=${lm_dir}/train${lm_sfx}.txt
 lm_dev_txt=${lm_dir}/dev${lm_sfx}.txt
+plm_dir=${plm_dir:-${dumpdir}/plm}
 
 cfg_name() { local c=$1; c=${c##*/}; echo "${c%.*}"; }
 lm_tag=${lm_tag:-$(cfg_name "${lm_config}")_${token_tag}}
@@ -468,11 +477,39 @@ if begin_stage 8 "LM perplexity"; then
     end_stage
 fi
 
-# ------------------------------------------------------------------------- 9: reserved
-# Stage 9 is reserved for PLM teacher feature extraction (issue 6): dump/plm/<set>/feats.scp,
-# given to stages 10-11 as one more data key.
-if begin_stage 9 "teacher features (reserved)"; then
-    log "nothing to do yet"
+# ------------------------------------------------------------------------- 9: PLM features
+# Teacher features of the texts stage 11 trains on (the length-filtered ${data_feats}/<set>/text),
+# tokenised with the training token list/type/bpe model; only train and valid sets: distillation is
+# a training loss, decoding never reads them. Misaligned utterances get empty (0 x D) features.
+if begin_stage 9 "PLM teacher features"; then
+    if [ -z "${plm_model}" ]; then
+        log "plm_model is empty: nothing to do"
+    else
+        if "${plm_gpu}"; then _cmd=${cuda_cmd}; _ngpu=1; _dev=cuda; else _cmd=${train_cmd}; _ngpu=0; _dev=cpu; fi
+        _opts=()
+        [ "${bpemodel}" != none ] && _opts+=(--bpemodel "${bpemodel}")
+        for dset in $(uniq_words "${train_set}" "${valid_set}"); do
+            _out=${plm_dir}/${dset}
+            if [ -f "${_out}/feats.scp" ] && [ "${_out}/feats.scp" -nt "${data_feats}/${dset}/text" ]; then
+                log "${_out}/feats.scp exists"
+            else
+                [ -f "${data_feats}/${dset}/text" ] || { log "${data_feats}/${dset}/text missing (run stages 3-4)"; exit 1; }
+                rm -f "${_out}/feats.scp"
+                mkdir -p "${expdir}/plm_logs"
+                _log=${expdir}/plm_logs/extract_${dset}.log
+                log "PLM features of ${dset} (${plm_model}, layer ${plm_layer}): log in ${_log}"
+                ${_cmd} --gpu "${_ngpu}" "${_log}" \
+                    ${python} -m espnet_ext.bin.extract_plm_feats --model "${plm_model}" \
+                        --text "${data_feats}/${dset}/text" --token_list "${token_list}" \
+                        --token_type "${token_type}" "${_opts[@]}" --layer "${plm_layer}" \
+                        --batch_size "${plm_batch_size}" --misaligned_policy "${plm_misaligned_policy}" \
+                        --device "${_dev}" --output_dir "${_out}"
+                did_work
+            fi
+            log "PLM features of ${dset}: $(num_lines "${_out}/feats.scp") utterances," \
+                "$(num_lines "${_out}/misaligned") misaligned (empty features; listed in ${_out}/misaligned)"
+        done
+    fi
     end_stage
 fi
 
@@ -530,6 +567,16 @@ if begin_stage 11 "ASR training"; then
         if [ "${feats_normalize}" = global_mvn ]; then
             _norm+=(--normalize_conf "stats_file=${asr_stats_dir}/train/feats_stats.npz")
         fi
+        # Teacher features only for distillation configs, so baseline configs are unaffected.
+        _plm=()
+        if [ -n "${plm_model}" ] && grep -Eq '^[[:space:]]*distill_conf:' "${asr_config}"; then
+            for s in train valid; do
+                [ "${s}" = train ] && _d=${train_set} || _d=${valid_set}
+                [ -f "${plm_dir}/${_d}/feats.scp" ] || { log "${plm_dir}/${_d}/feats.scp missing (run stage 9)"; exit 1; }
+                _plm+=(--${s}_data_path_and_name_and_type "${plm_dir}/${_d}/feats.scp,plm_feats,kaldi_ark")
+            done
+            log "distillation config: teacher features from ${plm_dir}"
+        fi
         log "ASR training (${asr_train_module}): log in ${asr_exp}/train.log"
         # shellcheck disable=SC2086
         ${python} -m espnet2.bin.launch --cmd "${cuda_cmd} --name asr_train" \
@@ -542,7 +589,7 @@ if begin_stage 11 "ASR training"; then
                 --train_data_path_and_name_and_type "${_train}/feats.scp,speech,kaldi_ark" \
                 --train_data_path_and_name_and_type "${_train}/text,text,text" \
                 --valid_data_path_and_name_and_type "${_valid}/feats.scp,speech,kaldi_ark" \
-                --valid_data_path_and_name_and_type "${_valid}/text,text,text" \
+                --valid_data_path_and_name_and_type "${_valid}/text,text,text" "${_plm[@]}" \
                 --train_shape_file "${asr_stats_dir}/train/speech_shape" \
                 --train_shape_file "${asr_stats_dir}/train/text_shape.${token_type}" \
                 --valid_shape_file "${asr_stats_dir}/valid/speech_shape" \
