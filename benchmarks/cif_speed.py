@@ -3,7 +3,8 @@
 
 All three run in one process on the same inputs (forward, and forward+backward); outputs are
 checked to agree before timing. Ratios are loop/ours and ours/torch-cif (targets: >=100x faster
-than the loop, <=1.0x torch-cif time).
+than the loop, <=1.0x torch-cif time), by median wall time and by median process CPU time (the
+robust figure on a shared machine with --threads 1; on CUDA use the wall columns).
 """
 import os
 import sys
@@ -11,7 +12,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import base_parser, emit, time_fn  # noqa: E402
+from common import base_parser, emit, time_fn_cpu  # noqa: E402
 
 from espnet_ext.asr.cif import cif  # noqa: E402
 
@@ -104,14 +105,16 @@ def run(args):
             for mode, bwd in (("fwd", False), ("fwd+bwd", True)):
                 ctx = torch.no_grad() if not bwd else torch.enable_grad()
                 with ctx:
-                    t_ours = time_fn(lambda: ours(bwd), reps, sync=sync)
-                    t_peer = time_fn(lambda: peer(bwd), reps, sync=sync)
-                    t_loop = time_fn(lambda: loop(bwd), loop_reps, warmup=0 if loop_reps == 1 else 1,
-                                     sync=sync)
+                    t_ours, c_ours = time_fn_cpu(lambda: ours(bwd), reps, sync=sync)
+                    t_peer, c_peer = time_fn_cpu(lambda: peer(bwd), reps, sync=sync)
+                    t_loop, c_loop = time_fn_cpu(lambda: loop(bwd), loop_reps,
+                                                 warmup=0 if loop_reps == 1 else 1, sync=sync)
                 rows.append({
                     "B": B, "T": T, "D": D, "dtype": str(dtype).replace("torch.", ""), "mode": mode,
                     "ours_ms": t_ours, "loop_ms": t_loop, "torch_cif_ms": t_peer,
                     "loop/ours": t_loop / t_ours, "ours/torch_cif": t_ours / t_peer,
+                    "ours_cpu_ms": c_ours, "loop_cpu_ms": c_loop, "torch_cif_cpu_ms": c_peer,
+                    "loop/ours_cpu": c_loop / max(c_ours, 1e-6), "ours/torch_cif_cpu": c_ours / max(c_peer, 1e-6),
                     "max_abs_diff": max(max_diff_loop, max_diff_peer),
                 })
     return rows
@@ -133,7 +136,8 @@ def main():
         torch.set_num_threads(args.threads)
     rows = run(args)
     emit("cif_speed", rows, args, ["B", "T", "D", "dtype", "mode", "ours_ms", "loop_ms", "torch_cif_ms",
-                                   "loop/ours", "ours/torch_cif", "max_abs_diff"])
+                                   "loop/ours", "ours/torch_cif", "ours_cpu_ms", "loop_cpu_ms",
+                                   "torch_cif_cpu_ms", "loop/ours_cpu", "ours/torch_cif_cpu", "max_abs_diff"])
 
 
 if __name__ == "__main__":

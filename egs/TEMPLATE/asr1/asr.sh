@@ -64,7 +64,7 @@ token_listdir=data/token_list
 # LM
 use_lm=true             # train an LM and use it in decoding
 lm_config=conf/train_lm_lstm_tiny.yaml
-lm_args=                # extra options of espnet2.bin.lm_train
+lm_args=                # extra options of espnet2.bin.lm_train (espnet_ext.bin.lm_train)
 lm_tag=                 # default: config name + token tag
 lm_train_text=          # Kaldi-format LM text(s) (default: data/<train_set>/text)
 lm_fold_length=150
@@ -420,7 +420,7 @@ if begin_stage 7 "LM training"; then
         ${python} -m espnet2.bin.launch --cmd "${cuda_cmd} --name lm_train" \
             --log "${lm_exp}/train.log" --ngpu "${ngpu}" --num_nodes "${num_nodes}" \
             --init_file_prefix "${lm_exp}/.dist_init_" --multiprocessing_distributed true -- \
-            ${python} -m espnet2.bin.lm_train --use_preprocessor true \
+            ${python} -m espnet_ext.bin.lm_train --use_preprocessor true \
                 --bpemodel "${lm_bpemodel}" --token_type "${lm_token_type}" \
                 --token_list "${token_list}" --non_linguistic_symbols none --cleaner none \
                 --g2p none --train_data_path_and_name_and_type "${lm_train_txt},text,text" \
@@ -494,7 +494,9 @@ if begin_stage 9 "PLM teacher features"; then
                 log "${_out}/feats.scp exists"
             else
                 [ -f "${data_feats}/${dset}/text" ] || { log "${data_feats}/${dset}/text missing (run stages 3-4)"; exit 1; }
-                rm -f "${_out}/feats.scp"
+                # Without feats.scp an interrupted run resumes by chunks; an older one means the
+                # text changed since (the extractor refuses a changed text), so start over.
+                [ -f "${_out}/feats.scp" ] && { log "${dset} text changed: redoing ${_out}"; rm -rf "${_out}"; }
                 mkdir -p "${expdir}/plm_logs"
                 _log=${expdir}/plm_logs/extract_${dset}.log
                 log "PLM features of ${dset} (${plm_model}, layer ${plm_layer}): log in ${_log}"
