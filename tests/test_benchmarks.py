@@ -20,7 +20,7 @@ def quick_run(tmp_path_factory):
     cmd = [sys.executable, str(REPO / "benchmarks" / "run_all.py"), "--quick", "--json",
            "--only", *ALL, "--results_dir", str(out / "results"), "--doc", str(out / "benchmarks.md"),
            "--plot", str(out / "cif_speed.png")]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=2400)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return out, json.loads(proc.stdout)
 
@@ -53,7 +53,8 @@ def test_train_step(quick_run):
 
 def test_decode_speed(quick_run):
     r = rows(quick_run[1], "decode_speed")
-    assert {(x["model"], x["method"]) for x in r} == {(m, k) for m in ("aed", "cif") for k in ("espnet", "ours")}
+    assert {(x["model"], x["method"].split()[0]) for x in r} == {(m, k) for m in ("aed", "cif")
+                                                                  for k in ("espnet", "ours")}
     for x in r:
         assert x["utt_per_s"] > 0 and 0.0 <= x["same_1best"] <= 1.0
     assert all(x["same_1best"] == 1.0 for x in r if x["method"] == "ours")  # identical 1-best

@@ -116,7 +116,8 @@ def _recipe_with_train_text(speech_corpus, tmp_path, lines):
     return recipe
 
 
-def test_duplicate_unsorted_and_empty_transcripts_are_dropped_with_counts(speech_corpus, tmp_path):
+def test_duplicate_unsorted_and_empty_transcripts_are_dropped_with_counts(speech_corpus, tmp_path,
+                                                                           caplog):
     lines = (speech_corpus.data["train"] / "text").read_bytes().splitlines(keepends=True)
     first_id = lines[0].split()[0].decode()
     empty_id = lines[3].split()[0].decode()
@@ -131,6 +132,14 @@ def test_duplicate_unsorted_and_empty_transcripts_are_dropped_with_counts(speech
     ids = [line.split()[0] for line in (recipe / "data/train/text").read_text().splitlines()]
     assert ids == sorted(ids) and empty_id not in ids
     assert empty_id in (recipe / "data/train/.backup/dropped").read_text()
+    # An external LM text with an empty sentence: left out, counted and named.
+    from espnet_ext.utils.datadir import prepare_lm_text
+
+    lm_text = tmp_path / "lm_text"
+    lm_text.write_text("s1 a sentence\ns2\ns3 another one\n")
+    with caplog.at_level(logging.WARNING, logger="datadir"):
+        assert prepare_lm_text([lm_text], tmp_path / "lm" / "train.txt") == (2, 0)
+    assert "1 empty sentence(s) left out: 's2'" in caplog.text
 
 
 def test_non_utf8_transcript_fails_the_stage_naming_file_line_and_utterance(speech_corpus,
@@ -186,7 +195,7 @@ def cif_model(tmp_path_factory):
     return tiny_cif_model(tmp_path_factory.getbasetemp() / "reliability_cif")
 
 
-def test_audio_too_short_for_one_cif_fire(cif_model, tmp_path, caplog):
+def test_audio_too_short_for_one_cif_fire(cif_model, tmp_path):
     """Decoding: an empty hypothesis, logged by name. Training: a finite loss and gradients."""
     from espnet2.tasks.asr import ASRTask
 
@@ -283,6 +292,7 @@ def test_nonfinite_speech_features_are_refused_naming_the_utterance(cif_model):
 
 def test_this_file_documents_every_case():
     doc = (Path(__file__).resolve().parents[1] / "docs" / "reliability.md").read_text()
-    for name in [n for n in globals() if n.startswith("test_") and n != "test_this_file_documents_every_case"]:
+    tests = [n for n in globals() if n.startswith("test_") and n != "test_this_file_documents_every_case"]
+    for name in tests:
         assert name in doc, name
     assert os.path.basename(__file__) in doc

@@ -7,7 +7,9 @@ Kaldi's energy floor 0. Normalisation is not applied here: recipes use ESPnet's 
 (``--collect_stats`` then ``GlobalMVN``).
 
 ``wav.scp`` values may be a path (anything libsndfile reads: wav, flac, ...), a Kaldi ark
-offset (``x.ark:123``) or a shell pipe ``cmd |`` whose stdout is an audio file.
+offset (``x.ark:123``) or a shell pipe ``cmd |`` whose stdout is an audio file. A truncated WAV
+file (its header promises more audio than the file holds) is an error: libsndfile would silently
+return the shorter audio. Duplicate ids in ``wav.scp`` are refused.
 """
 import hashlib
 import io
