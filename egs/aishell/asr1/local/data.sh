@@ -73,9 +73,11 @@ download_corpus() {
     touch "${dest}/data_aishell/.complete"
 }
 
-if "${download}"; then
+if [ -n "${corpus_dir}" ] && [ -n "$(find_corpus "${corpus_dir}")" ]; then
+    :  # the corpus is there: never download
+elif "${download}"; then
     download_corpus
-    [ -z "${corpus_dir}" ] && corpus_dir=${download_dir}
+    corpus_dir=${download_dir}
 fi
 if [ -z "${corpus_dir}" ]; then
     log "ERROR: the AISHELL-1 location is not set. Set the environment variable AISHELL to the"

@@ -72,9 +72,17 @@ download_parts() {
     done
 }
 
-if "${download}"; then
+has_all_parts() {
+    local root part
+    root=$(find_corpus "$1")
+    [ -n "${root}" ] || return 1
+    for part in "${parts[@]}"; do [ -d "${root}/${part}" ] || return 1; done
+}
+if [ -n "${corpus_dir}" ] && has_all_parts "${corpus_dir}"; then
+    :  # the corpus is there: never download
+elif "${download}"; then
     download_parts
-    [ -z "${corpus_dir}" ] && corpus_dir=${download_dir}
+    corpus_dir=${download_dir}
 fi
 if [ -z "${corpus_dir}" ]; then
     log "ERROR: the LibriSpeech location is not set. Set the environment variable LIBRISPEECH to"
