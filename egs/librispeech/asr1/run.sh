@@ -13,7 +13,7 @@
 # Recipe options are listed below; every other option goes to asr.sh (./asr.sh --help).
 set -euo pipefail
 
-librispeech=${LIBRISPEECH:-}  # directory holding LibriSpeech/ (official layout; default: $LIBRISPEECH)
+librispeech=${LIBRISPEECH:-}  # directory holding LibriSpeech/ (default: $LIBRISPEECH)
 download=false          # true: fetch the 7 parts (openslr 12) and the PLM if absent (needs network)
 variant=cif             # cif (baseline) | acd | lrd | hkd (Table 3) | mse | cos | mse_lrd | cos_lrd
 plm=bert-base-uncased   # PLM: its WordPiece vocabulary is the ASR vocabulary, and the teacher

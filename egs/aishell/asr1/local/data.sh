@@ -13,7 +13,7 @@ set -euo pipefail
 corpus_dir=${AISHELL:-}     # directory holding data_aishell/ (default: $AISHELL)
 download=false              # true: download and extract openslr 33 into download_dir if absent
 download_dir=downloads      # where --download puts the corpus
-mirror=https://www.openslr.org/resources/33   # openslr 33 (or a mirror, e.g. https://us.openslr.org/resources/33)
+mirror=https://www.openslr.org/resources/33   # openslr 33 or a mirror (https://us.openslr.org/resources/33)
 data_dir=data               # output data directories
 
 log() { echo "$(date '+%Y-%m-%dT%H:%M:%S') (local/data.sh) $*" >&2; }

@@ -127,7 +127,8 @@ def main(argv=None) -> int:
     p.add_argument("--data_dir", default=Path("data"), type=Path)
     p.add_argument("--sets", nargs="+", default=list(SETS))
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     try:
         prepare(args.corpus_dir, args.data_dir, args.sets)
     except (CorpusError, OSError, UnicodeDecodeError) as e:

@@ -16,7 +16,7 @@ while [ $# -gt 0 ]; do
             sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
             echo "Recipe options (default or current value):"
             for _name in ${own_options}; do
-                _comment=$(grep -m1 "^${_name}=" "$0" | sed -n 's/^[^#]*#[[:space:]]*/  # /p')
+                _comment=$(grep -m1 "^${_name}=" "$0" | sed -n 's/^[^#]*#[[:space:]]*/  # /p' || true)
                 printf '  --%-22s %s%s\n' "${_name}" "'${!_name}'" "${_comment}"
             done
             echo

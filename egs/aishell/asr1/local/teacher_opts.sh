@@ -9,8 +9,9 @@ variant=$1 plm=$2 download=$3
 
 # The option of asr.sh that names the teacher PLM (teacher-feature stage, issue 6).
 opt=
+help=$(./asr.sh --help 2>/dev/null || true)
 for name in plm_model teacher_model; do
-    if ./asr.sh --help 2>/dev/null | grep -q -- "--${name} "; then opt=${name}; break; fi
+    if [[ "${help}" == *"--${name} "* ]]; then opt=${name}; break; fi
 done
 if [ -z "${opt}" ]; then
     echo "$0: variant '${variant}' distils from PLM teacher features, but this asr.sh has no" \

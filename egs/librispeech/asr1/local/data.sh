@@ -14,7 +14,7 @@ set -euo pipefail
 corpus_dir=${LIBRISPEECH:-} # directory holding LibriSpeech/ (default: $LIBRISPEECH)
 download=false              # true: download and extract missing parts from openslr 12
 download_dir=downloads      # where --download puts the corpus
-mirror=https://www.openslr.org/resources/12   # openslr 12 (or a mirror, e.g. https://us.openslr.org/resources/12)
+mirror=https://www.openslr.org/resources/12   # openslr 12 or a mirror (https://us.openslr.org/resources/12)
 train_parts="train-clean-100 train-clean-360 train-other-500"  # parts combined into train_set
 train_set=train_960         # name of the combined training set
 dev_parts="dev-clean dev-other"                # parts combined into valid_set

@@ -109,7 +109,8 @@ def prepare_part(part_dir: Path, data_dir: Path) -> Dict[str, int]:
     write_table(data_dir / "spk2utt", [(s, " ".join(us)) for s, us in sorted(spk2utt.items())])
     genders = read_speakers(part_dir.parent / "SPEAKERS.TXT")
     if genders:
-        rows = [(s, genders[s.split("-")[0]]) for s in sorted(spk2utt) if s.split("-")[0] in genders]
+        readers = {s: s.split("-")[0] for s in spk2utt}
+        rows = [(s, genders[r]) for s, r in sorted(readers.items()) if r in genders]
         write_table(data_dir / "spk2gender", rows)
     dropped_list = data_dir.parent / "local" / f"{data_dir.name}.dropped"
     dropped_list.parent.mkdir(parents=True, exist_ok=True)
@@ -134,7 +135,8 @@ def main(argv=None) -> int:
     p.add_argument("--part_dir", required=True, type=Path, help="e.g. LibriSpeech/dev-clean")
     p.add_argument("--data_dir", required=True, type=Path, help="e.g. data/dev_clean")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     try:
         prepare_part(args.part_dir, args.data_dir)
     except (CorpusError, OSError, UnicodeDecodeError) as e:
