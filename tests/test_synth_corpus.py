@@ -21,7 +21,7 @@ from espnet_ext.corpus.voices import Voice, synthesize_espeak, synthesize_festiv
 RECIPE = Path(__file__).resolve().parents[1] / "egs" / "minisynth" / "asr1"
 SEED = 3
 TINY = {"train": 12, "dev": 4, "test_in": 4, "test_unseen_voice": 3, "test_cross": 4,
-        "lm_in": 200, "lm_cross": 150}
+        "dev_cross": 3, "lm_in": 200, "lm_cross": 150}
 FILES = ("wav.scp", "text", "utt2spk", "utt2dur")
 
 pytestmark = pytest.mark.skipif(
@@ -120,6 +120,11 @@ def test_speaker_design(tiny):
     assert families(spk["test_in"]) <= families(spk["train"])
     assert not spk["train"] & (spk["dev"] | spk["test_in"] | spk["test_cross"])
     assert not spk["dev"] & spk["test_in"]
+    # The cross-domain tuning set: Bible clauses read by the dev speaker pool.
+    dev_pool = {line.split("\t")[0] for line in
+                (data / "local" / "speakers.tsv").read_text().splitlines() if "\tdev" in line}
+    assert spk["dev"] <= dev_pool and spk["dev_cross"] <= dev_pool
+    assert not spk["dev_cross"] & (spk["train"] | spk["test_in"] | spk["test_cross"])
     assert spk["test_cross"] <= set(
         line.split("\t")[0] for line in (data / "local" / "speakers.tsv").read_text().splitlines()
         if "test_in" in line)
@@ -138,6 +143,10 @@ def test_lm_text_never_contains_dev_or_test_sentences(tiny):
         assert not {normalize_sentence(t) for t in sentences} & evaluation, name
     cross_test = {t for _, t in read_kv(data / "test_cross" / "text")}
     assert not cross_test & set(lm_in), "a cross-domain test sentence is in the in-domain LM text"
+    cross_dev = {t for _, t in read_kv(data / "dev_cross" / "text")}
+    assert len(cross_dev) == TINY["dev_cross"]
+    assert not cross_dev & (cross_test | set(lm_cross) | set(lm_in))
+    assert cross_dev <= set(synth.load_text_pools(tiny_config())[1])  # Bible clauses
     report = (data / "local" / "lm_leak_report.txt").read_text()
     assert "OK, no overlap" in report and "lm_cross" in report
 
@@ -195,6 +204,20 @@ def test_synthesis_failures_are_reported_not_hidden(tmp_path):
     assert not list(tmp_path.glob("*.tmp")) and not (tmp_path / "e.wav").exists()
 
 
+def test_dev_cross_leaves_every_other_subset_unchanged(tmp_path):
+    """dev_cross is drawn after everything else: its size changes no other subset, speaker or LM
+    text of the same seed (corpora built before it existed stay valid)."""
+    pools = synth.load_text_pools(tiny_config())
+    plans = [synth.make_plan(synth.load_config(RECIPE / "conf" / "corpus_fast.yaml",
+                                               {"sizes": dict(TINY, dev_cross=n)}),
+                             *pools, SEED, tmp_path) for n in (1, 6)]
+    rows = [[(u.utt_id, u.text, u.wav) for u in plan.utterances if u.subset != "dev_cross"]
+            for plan in plans]
+    assert rows[0] == rows[1]
+    assert plans[0].lm_text == plans[1].lm_text
+    assert [len([u for u in p.utterances if u.subset == "dev_cross"]) for p in plans] == [1, 6]
+
+
 def test_config_errors_name_the_problem(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("base: " + str(RECIPE / "conf" / "corpus.yaml") + "\nsizes: {trian: 3}\n")
@@ -218,3 +241,24 @@ def test_config_errors_name_the_problem(tmp_path):
 ])
 def test_normalize_sentence(raw, expected):
     assert normalize_sentence(raw) == expected
+
+
+def test_restrict_vocabulary_keeps_sentences_of_the_most_frequent_words():
+    from espnet_ext.corpus.text import restrict_vocabulary
+
+    pool = ["the cat sat", "the dog sat", "a cat ran", "the zebra sat", "the cat sat down"]
+    # counts: the 4, sat 3, cat 3, dog/a/ran/zebra/down 1 -> top 4 = the, cat, sat, a (ties: alphabetic)
+    assert restrict_vocabulary(pool, 4) == ["the cat sat"]
+    assert restrict_vocabulary(pool, None) == pool
+    assert restrict_vocabulary(pool, 100) == pool
+    with pytest.raises(ValueError, match="positive"):
+        restrict_vocabulary(pool, 0)
+
+
+def test_default_preset_has_a_closed_vocabulary():
+    cfg = synth.load_config(RECIPE / "conf" / "corpus.yaml")
+    in_domain, cross = synth.load_text_pools(cfg)
+    size = cfg["text"]["vocabulary_size"]
+    for pool in (in_domain, cross):
+        assert len({w for s in pool for w in s.split()}) <= size
+    assert len(in_domain) >= sum(cfg["sizes"][s] for s in ("train", "dev", "test_in", "test_unseen_voice"))

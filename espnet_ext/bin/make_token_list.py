@@ -6,6 +6,8 @@
         --input data/train/text --output_dir data/token_list/bpe_unigram300
     python -m espnet_ext.bin.make_token_list --token_type hugging_face --hf_model /path/to/model \
         --output_dir data/token_list/hf_minilm
+    python -m espnet_ext.bin.make_token_list --token_type hugging_face --hf_model /path/to/model \
+        --hf_vocab compact --input data/train/text --output_dir data/token_list/hf_minilm_compact
 
 Writes ``<output_dir>/tokens.txt`` (and ``bpe.model`` for bpe). With ``--pretokenize IN OUT``
 (hugging_face only) also rewrites a text file as tokenizer pieces for ESPnet's LM task. With
@@ -36,6 +38,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--bpe_char_cover", type=float, default=1.0)
     p.add_argument("--user_defined_symbols", nargs="*", default=[])
     p.add_argument("--hf_model", default=None, help="local path of a Hugging Face tokenizer")
+    p.add_argument("--hf_vocab", default="full", choices=["full", "compact"],
+                   help="hugging_face: full = the tokenizer's vocabulary with its ids; compact = "
+                        "only the pieces occurring in --input (ids through the token list)")
     p.add_argument("--pretokenize", nargs=2, action="append", default=[], metavar=("IN", "OUT"),
                    help="hugging_face: also write IN as tokenizer pieces to OUT")
     p.add_argument("--report_unknown", nargs="*", default=[], metavar="TEXT",
@@ -51,8 +56,10 @@ def main(cmd: Sequence[str] = None) -> int:
     from espnet_ext.utils import tokens as T
 
     out = Path(args.output_dir)
-    if args.token_type != "hugging_face" and not args.input:
-        logging.error("--input is required for token_type %s", args.token_type)
+    compact = args.token_type == "hugging_face" and args.hf_vocab == "compact"
+    if (args.token_type != "hugging_face" or compact) and not args.input:
+        logging.error("--input is required for token_type %s%s", args.token_type,
+                      " --hf_vocab compact" if compact else "")
         return 2
     try:
         if args.token_type == "char":
@@ -67,7 +74,10 @@ def main(cmd: Sequence[str] = None) -> int:
             if not args.hf_model:
                 logging.error("--hf_model is required for token_type hugging_face")
                 return 2
-            toks = T.hf_tokens(args.hf_model)
+            if compact:
+                toks = T.hf_compact_tokens(args.hf_model, T.read_texts(args.input, args.field))
+            else:
+                toks = T.hf_tokens(args.hf_model)
             for src, dst in args.pretokenize:
                 n = T.hf_pretokenize(args.hf_model, src, dst)
                 logging.info("pre-tokenized %s -> %s (%d lines)", src, dst, n)

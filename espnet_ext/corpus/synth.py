@@ -8,7 +8,11 @@ and King James Bible clauses (cross-domain). Subsets:
 - ``dev``, ``test_in``: the same families with unseen rate/pitch/variant settings (dev and test
   speakers are disjoint) and unseen sentences;
 - ``test_unseen_voice``: a family absent from training (festival slt), unseen sentences;
-- ``test_cross``: Bible clauses spoken by the ``test_in`` speakers.
+- ``test_cross``: Bible clauses spoken by the ``test_in`` speakers;
+- ``dev_cross``: Bible clauses spoken by the ``dev`` speakers (tuning set of the cross-domain
+  condition, e.g. LM fusion weights). Drawn after everything else (its clauses from the end of
+  the cross pool, its speaker shuffles last), so adding it leaves every other subset, LM text and
+  speaker assignment of the same seed unchanged.
 
 LM text (``data/local/lm_in/text``, ``data/local/lm_cross/text``) excludes every dev/test
 sentence, which is checked after writing and reported in ``data/local/lm_leak_report.txt``.
@@ -43,19 +47,22 @@ from espnet_ext.corpus.voices import (
 
 logger = logging.getLogger(__name__)
 
-SUBSETS = ("train", "dev", "test_in", "test_unseen_voice", "test_cross")
+# dev_cross last: its random draws follow every other subset's (see make_plan).
+SUBSETS = ("train", "dev", "test_in", "test_unseen_voice", "test_cross", "dev_cross")
 EVAL_SUBSETS = SUBSETS[1:]
 LM_SETS = ("lm_in", "lm_cross")
 # Short codes make utterance ids unique across subsets that share speakers.
 _SUBSET_CODE = {"train": "tr", "dev": "dv", "test_in": "ti", "test_unseen_voice": "tu",
-                "test_cross": "tc"}
+                "test_cross": "tc", "dev_cross": "dc"}
 
 # Expected config layout: leaf values are the accepted types (None = may be null).
 _SCHEMA: Dict[str, Any] = {
     "sizes": {"train": int, "dev": int, "test_in": int, "test_unseen_voice": int,
-              "test_cross": int, "lm_in": (int, None), "lm_cross": (int, None)},
+              "test_cross": int, "dev_cross": int, "lm_in": (int, None),
+              "lm_cross": (int, None)},
     "text": {"min_words": int, "max_words": int, "in_domain": list,
-             "fortune_categories": (list, None), "fortune_exclude": list, "bible_range": str},
+             "fortune_categories": (list, None), "fortune_exclude": list, "bible_range": str,
+             "vocabulary_size": (int, None)},
     "voices": {
         "festival_fraction": (float, int),
         "festival": {"voices": list, "train": {"stretch": list, "f0_mean": list},
@@ -235,9 +242,9 @@ def make_plan(cfg: Dict[str, Any], in_domain: Sequence[str], cross_domain: Seque
     if need > len(in_pool):
         raise ValueError(f"in-domain pool has {len(in_pool)} sentences, the sizes need {need} "
                          f"({', '.join(f'{s}={sizes[s]}' for s in order)})")
-    if sizes["test_cross"] > len(cross_pool):
-        raise ValueError(f"cross-domain pool has {len(cross_pool)} sentences, "
-                         f"sizes.test_cross = {sizes['test_cross']}")
+    if sizes["test_cross"] + sizes["dev_cross"] > len(cross_pool):
+        raise ValueError(f"cross-domain pool has {len(cross_pool)} sentences, sizes.test_cross + "
+                         f"sizes.dev_cross = {sizes['test_cross'] + sizes['dev_cross']}")
     texts: Dict[str, List[str]] = {}
     start = 0
     for subset in order:
@@ -245,7 +252,9 @@ def make_plan(cfg: Dict[str, Any], in_domain: Sequence[str], cross_domain: Seque
         start += sizes[subset]
     in_rest = in_pool[start:]
     texts["test_cross"] = cross_pool[:sizes["test_cross"]]
-    cross_rest = cross_pool[sizes["test_cross"]:]
+    # dev_cross from the end of the pool: lm_cross (a prefix of the rest) keeps its sentences.
+    texts["dev_cross"] = cross_pool[len(cross_pool) - sizes["dev_cross"]:]
+    cross_rest = cross_pool[sizes["test_cross"]:len(cross_pool) - sizes["dev_cross"]]
 
     lm_in = texts["train"] + in_rest
     if sizes["lm_in"] is not None:
@@ -268,9 +277,11 @@ def make_plan(cfg: Dict[str, Any], in_domain: Sequence[str], cross_domain: Seque
     if any(v.family in training_families for v in unseen):
         raise ValueError(f"voices.unseen {voices['unseen']} must not be a training voice family")
     speakers = {"train": train_f + train_e, "dev": dev_f + dev_e, "test_in": test_f + test_e,
-                "test_unseen_voice": unseen, "test_cross": test_f + test_e}
+                "test_unseen_voice": unseen, "test_cross": test_f + test_e,
+                "dev_cross": dev_f + dev_e}
     groups = {"train": (train_f, train_e), "dev": (dev_f, dev_e), "test_in": (test_f, test_e),
-              "test_unseen_voice": (unseen, []), "test_cross": (test_f, test_e)}
+              "test_unseen_voice": (unseen, []), "test_cross": (test_f, test_e),
+              "dev_cross": (dev_f, dev_e)}
 
     utterances = []
     for subset in SUBSETS:
@@ -299,7 +310,9 @@ def load_text_pools(cfg: Dict[str, Any]) -> Tuple[List[str], List[str]]:
             raise ValueError(f"text.in_domain: unknown source {source!r} (fortunes, wordnet)")
     in_domain = corpus_text.keep_sentences(in_domain, lo, hi)
     cross = corpus_text.bible_clauses(lo, hi, t["bible_range"])
-    return in_domain, cross
+    # Each pool keeps the sentences within its own most frequent words.
+    size = t["vocabulary_size"]
+    return corpus_text.restrict_vocabulary(in_domain, size), corpus_text.restrict_vocabulary(cross, size)
 
 
 # ----------------------------------------------------------------------------- synthesis
@@ -448,7 +461,7 @@ def build_corpus(cfg: Dict[str, Any], data_dir: Path, corpus_dir: Path, seed: in
                  log_dir: Optional[Path] = None, progress: bool = True) -> Dict[str, Any]:
     """Synthesise (or reuse) the corpus and write data dirs, LM texts and reports.
 
-    Writes ``data_dir/{train,dev,test_in,test_unseen_voice,test_cross}``,
+    Writes ``data_dir/{train,dev,test_in,test_unseen_voice,test_cross,dev_cross}``,
     ``data_dir/local/{lm_in,lm_cross}/text``, ``data_dir/local/lm_leak_report.txt``,
     ``data_dir/local/speakers.tsv``, ``data_dir/local/corpus_stats.json`` and logs under
     ``log_dir`` (default ``data_dir/local/log``). Returns the statistics.

@@ -70,6 +70,25 @@ def keep_sentences(candidates: Iterable[str], min_words: int, max_words: int) ->
     return list(kept)
 
 
+def restrict_vocabulary(sentences: Sequence[str], size: Optional[int]) -> List[str]:
+    """Sentences whose every word is among the ``size`` most frequent words of the pool.
+
+    A closed vocabulary (like the 1k-word Resource Management or the WSJ 5k tasks) lets a model
+    trained on a few hours of speech meet most test words in training; ``None`` keeps all.
+    Frequency ties break alphabetically, so the result is deterministic.
+    """
+    if size is None:
+        return list(sentences)
+    if size < 1:
+        raise ValueError(f"vocabulary size must be positive, got {size}")
+    counts: Dict[str, int] = {}
+    for sentence in sentences:
+        for word in sentence.split(" "):
+            counts[word] = counts.get(word, 0) + 1
+    vocabulary = set(sorted(counts, key=lambda w: (-counts[w], w))[:size])
+    return [s for s in sentences if vocabulary.issuperset(s.split(" "))]
+
+
 def fortune_categories(
     fortune_dir: Path = FORTUNE_DIR, exclude: Sequence[str] = FORTUNE_EXCLUDE
 ) -> List[str]:

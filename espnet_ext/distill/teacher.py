@@ -11,8 +11,9 @@ utterance and returns ``None`` with a reason when it fails, so callers can apply
   with character offsets, and each PLM token must cover exactly the characters of one ASR token
   (same spans, same order). One Chinese character -> one token (also ``[UNK]``) passes;
   "2018" read as one PLM token for four ASR characters fails; a ``<space>`` token fails.
-- ``hugging_face`` ASR tokens (the ASR token list *is* the PLM vocabulary): ids match by
-  construction; the token list is verified against the PLM vocabulary once.
+- ``hugging_face`` ASR tokens (the ASR token list *is* the PLM vocabulary, or a compact subset of
+  it): tokens map to PLM ids by their strings, 1:1 by construction; the token list is verified
+  against the PLM vocabulary once (a full-size list must keep the PLM's ids).
 
 The same code serves offline extraction (``espnet_ext.bin.extract_plm_feats``) and the optional
 online teacher of :class:`espnet_ext.distill.hkd.HierarchicalDistiller`.
@@ -86,9 +87,17 @@ class TokenAligner:
             raise ValueError("character offsets need a fast (Rust) tokenizer; this PLM has none")
 
     def verify_vocabulary(self, token_list: Sequence[str]) -> None:
-        """With token_type hugging_face the ASR token list must equal the PLM vocabulary."""
+        """With token_type hugging_face the ASR token list must be the PLM vocabulary (ids kept),
+        or a compact list (fewer entries: ESPnet specials + PLM pieces, espnet_ext.utils.tokens)."""
         vocab = self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer))))
         token_list = list(token_list)
+        if len(token_list) < len(vocab):
+            known = set(vocab) | {"<blank>", self.unk_symbol, "<sos/eos>"}
+            foreign = [t for t in token_list if t not in known]
+            if foreign:
+                raise ValueError(f"compact hugging_face token list has {len(foreign)} entries that are "
+                                 f"not PLM pieces, e.g. {foreign[:5]}")
+            return
         # espnet_ext.utils.tokens' hugging_face list: ids 0/1 renamed <blank>/<unk> (never produced
         # from text), every other id kept, <sos/eos> appended as id V.
         espnet_layout = len(token_list) == len(vocab) + 1 and token_list[2 : len(vocab)] == list(vocab[2:])
@@ -107,6 +116,8 @@ class TokenAligner:
         if len(tokens) + 2 > self.max_length:
             return Alignment(None, f"{len(tokens)} tokens exceed the PLM's {self.max_length} positions")
         if self.token_type == "hugging_face":
+            # an <unk> id (compact list, online teacher) reads as [UNK]
+            tokens = [self.tokenizer.unk_token if t == self.unk_symbol else t for t in tokens]
             ids = self.tokenizer.convert_tokens_to_ids(list(tokens))
             unk = self.tokenizer.unk_token_id
             bad = [t for t, i in zip(tokens, ids) if i is None or (i == unk and t != self.tokenizer.unk_token)]

@@ -5,9 +5,16 @@ accepted for training and validation and handed to the model's distiller. The mo
 decoder are the stock ASRTask choices registered by ``espnet_ext`` (``cif``, ``conformer_pooling``,
 ``cif_ar``), so stock ``ASRTask.build_model_from_file`` rebuilds the model too; this task only makes
 them the defaults.
+
+With ``--token_type hugging_face`` the preprocessor maps pieces to ids through the token list
+(ESPnet's ``TokenIDConverter``) instead of the tokenizer's own ids (ESPnet's default), so a
+compact PLM-wordpiece list (espnet_ext.utils.tokens) works; for the full list both give the same
+ids.
 """
 import argparse
-from typing import Tuple
+from typing import Callable, Dict, Optional, Tuple
+
+import numpy as np
 
 import espnet_ext  # noqa: F401  (registers our classes in espnet2.tasks.asr)
 from espnet2.tasks.asr import ASRTask
@@ -25,6 +32,17 @@ class CIFASRTask(ASRTask):
     def add_task_arguments(cls, parser: argparse.ArgumentParser):
         super().add_task_arguments(parser)
         parser.set_defaults(model="cif", encoder="conformer_pooling", decoder="cif_ar")
+
+    @classmethod
+    def build_preprocess_fn(
+        cls, args: argparse.Namespace, train: bool
+    ) -> Optional[Callable[[str, Dict[str, np.ndarray]], Dict[str, np.ndarray]]]:
+        preprocess = super().build_preprocess_fn(args, train)
+        if getattr(args, "token_type", None) == "hugging_face" and hasattr(preprocess, "token_id_converter"):
+            from espnet2.text.token_id_converter import TokenIDConverter
+
+            preprocess.token_id_converter = TokenIDConverter(token_list=args.token_list, unk_symbol="<unk>")
+        return preprocess
 
     @classmethod
     def optional_data_names(cls, train: bool = True, inference: bool = False) -> Tuple[str, ...]:

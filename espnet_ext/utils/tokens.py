@@ -15,6 +15,14 @@ Layout (what ESPnet's ASR/LM models expect): ``<blank>`` (id 0, CTC blank and LM
   ``[CLS]`` 101, ``[SEP]`` 102 stay ordinary entries; unknown input pieces come out as ``[UNK]``),
   and ``<sos/eos>`` is appended as id V. Ids 0 and 1 must be special or ``[unused*]`` entries the
   tokenizer never produces from text, else the builder refuses.
+- ``hugging_face`` with ``vocab="compact"``: only the tokenizer pieces that occur in the
+  token-training text, by frequency (``<blank>``, ``<unk>``, pieces, ``<sos/eos>``). A small corpus
+  uses a few thousand of BERT's 30,522 pieces, so the CTC and decoder output layers shrink by the
+  rest. Ids then differ from the tokenizer's: text -> pieces by the tokenizer, pieces -> ids through
+  the token list (``CIFASRTask`` uses ESPnet's ``TokenIDConverter`` for hugging_face; a piece
+  missing from the list, and the tokenizer's own ``[UNK]``, become ``<unk>``), ids -> pieces through
+  the list, pieces -> words by :class:`WordpieceTokenizer`. The PLM teacher maps pieces back to
+  PLM ids by their strings, so teacher position j still describes ASR token j.
 """
 import logging
 import re
@@ -123,6 +131,71 @@ def hf_tokens(model_path: str) -> List[str]:
     logger.info("hugging_face token list: id 0 %r -> %s, id 1 %r -> %s, %s appended as id %d",
                 by_id[0], BLANK, by_id[1], UNK, SOS_EOS, size)
     return [BLANK, UNK] + by_id[2:] + [SOS_EOS]
+
+
+def hf_compact_tokens(model_path: str, texts: Iterable[str]) -> List[str]:
+    """Compact hugging_face token list: the pieces ``AutoTokenizer.tokenize`` produces from
+    ``texts`` (by frequency, ties in string order); the tokenizer's special tokens (e.g. ``[UNK]``)
+    are left out and map to ``<unk>``."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_path)
+    counts: Counter = Counter()
+    n_lines = 0
+    for line in texts:
+        counts.update(tok.tokenize(line))
+        n_lines += 1
+    clash = sorted(t for t in counts if t in SPECIALS)
+    if clash:
+        raise ValueError(f"{model_path}: tokenizer produces {clash}, which are ESPnet specials")
+    special = {t: counts.pop(t) for t in set(tok.all_special_tokens) if t in counts}
+    if special:
+        logger.warning("compact hugging_face list: special pieces %s left out (they become %s)",
+                       special, UNK)
+    pieces = _by_frequency(counts)
+    if not pieces:
+        raise ValueError("compact hugging_face list: the token-training text has no pieces")
+    logger.info("compact hugging_face token list: %d of the tokenizer's %d pieces occur in %d "
+                "lines (%d piece tokens)", len(pieces), len(tok), n_lines, sum(counts.values()))
+    return [BLANK, UNK] + pieces + [SOS_EOS]
+
+
+class WordpieceTokenizer:
+    """text <-> Hugging Face tokenizer pieces, for hugging_face token lists (full or compact).
+
+    ``text2tokens`` is ``AutoTokenizer.tokenize`` (as ESPnet's HuggingFaceTokenizer, which the
+    training preprocessor uses). ``tokens2text`` turns decoded pieces back into words for WER:
+    ESPnet specials and the tokenizer's specials are dropped, ``convert_tokens_to_string`` joins
+    the ``##`` continuations, and a lone ``'`` between two word characters is glued to both (BERT's
+    pre-tokenizer splits "don't" into ``don ' t``, which ``convert_tokens_to_string`` keeps
+    spaced). The round trip gives the tokenizer's normalisation of the text (uncased models:
+    lower case, accents stripped) with single spaces, which equals Kaldi-style lower-case
+    transcripts whose apostrophes sit inside words.
+    """
+
+    def __init__(self, model: str):
+        self.model = str(model)
+        self.tokenizer = None  # built lazily: HF tokenizers do not pickle for data workers
+
+    def __repr__(self):
+        return f'{self.__class__.__name__}(model="{self.model}")'
+
+    def _tok(self):
+        if self.tokenizer is None:
+            from transformers import AutoTokenizer
+
+            self.tokenizer = AutoTokenizer.from_pretrained(self.model)
+        return self.tokenizer
+
+    def text2tokens(self, line: str) -> List[str]:
+        return self._tok().tokenize(line)
+
+    def tokens2text(self, tokens: Iterable[str]) -> str:
+        tok = self._tok()
+        drop = set(SPECIALS) | set(tok.all_special_tokens)
+        text = tok.convert_tokens_to_string([t for t in tokens if t not in drop])
+        text = re.sub(r"(?<=\w) ' (?=\w)", "'", " ".join(text.split()))
+        return text
 
 
 def write_token_list(tokens: Sequence[str], path) -> None:

@@ -59,6 +59,7 @@ remove_space=false      # char: drop spaces (Chinese) instead of emitting <space
 nbpe=300                # bpe: vocabulary size
 bpemode=unigram         # bpe: unigram or bpe
 hf_model=               # hugging_face: local path of the tokenizer (e.g. the PLM teacher)
+hf_vocab=full           # hugging_face: full (the PLM vocabulary, ids kept) or compact (pieces of token_train_text)
 token_listdir=data/token_list
 
 # LM
@@ -135,7 +136,12 @@ case "${token_type}" in
          bpemodel=${token_listdir}/${token_tag}/bpe.model ;;
     hugging_face)
         [ -z "${hf_model}" ] && { log "--token_type hugging_face needs --hf_model <path>"; exit 2; }
-        token_tag=${token_tag:-hugging_face}; bpemodel=${hf_model} ;;
+        case "${hf_vocab}" in
+            full) token_tag=${token_tag:-hugging_face} ;;
+            compact) token_tag=${token_tag:-hugging_face_compact} ;;
+            *) log "unknown --hf_vocab ${hf_vocab} (full or compact)"; exit 2 ;;
+        esac
+        bpemodel=${hf_model} ;;
     *) log "unknown --token_type ${token_type}"; exit 2 ;;
 esac
 token_list=${token_listdir}/${token_tag}/tokens.txt
@@ -144,10 +150,11 @@ if [ -z "${score_types}" ]; then
 fi
 [ "${token_type}" = bpe ] && [[ " ${score_types} " != *" ter "* ]] && score_types+=" ter"
 
-# ESPnet's LM task has no hugging_face tokenizer: it reads pre-tokenized pieces as words.
+# ESPnet's LM task has no hugging_face tokenizer: it reads pre-tokenized pieces as words
+# (dump/lm/*.<token_tag>.txt, one set per token list, so several lists never share a marker).
 lm_dir=${dumpdir}/lm
 if [ "${token_type}" = hugging_face ]; then
-    lm_token_type=word; lm_bpemodel=none; lm_sfx=.wp
+    lm_token_type=word; lm_bpemodel=none; lm_sfx=.${token_tag}
 else
     lm_token_type=${token_type}; lm_bpemodel=${bpemodel}; lm_sfx=
 fi
@@ -337,6 +344,8 @@ fi
 
 # ------------------------------------------------------------------------- 5: token list
 if begin_stage 5 "token list (${token_type})"; then
+    _hf_opts=(--hf_model "${hf_model}" --hf_vocab "${hf_vocab}")
+    [ "${hf_vocab}" = compact ] && _hf_opts+=(--input "${token_train_text}")
     if [ -f "${token_list}" ]; then
         log "${token_list} exists"
     else
@@ -345,7 +354,7 @@ if begin_stage 5 "token list (${token_type})"; then
             char) _opts+=(--remove_space "${remove_space}" --input "${token_train_text}") ;;
             word) _opts+=(--input "${token_train_text}") ;;
             bpe) _opts+=(--nbpe "${nbpe}" --bpemode "${bpemode}" --input "${token_train_text}") ;;
-            hugging_face) _opts+=(--hf_model "${hf_model}") ;;
+            hugging_face) _opts+=("${_hf_opts[@]}") ;;
         esac
         # Tokens of every set that ESPnet would silently map to <unk> are counted and logged.
         _unk=()
@@ -355,15 +364,16 @@ if begin_stage 5 "token list (${token_type})"; then
             --report_unknown "${_unk[@]}"
         did_work
     fi
-    if "${use_lm}" && [ "${token_type}" = hugging_face ] && [ ! -f "${lm_dir}/.done.wp" ]; then
+    if "${use_lm}" && [ "${token_type}" = hugging_face ] && [ ! -f "${lm_dir}/.done${lm_sfx}" ]; then
         _pre=(--pretokenize "${lm_dir}/train.txt" "${lm_train_txt}"
               --pretokenize "${lm_dir}/dev.txt" "${lm_dev_txt}")
         for dset in ${lm_ppl_sets}; do
             _pre+=(--pretokenize "data/${dset}/text" "${lm_dir}/ppl_${dset}${lm_sfx}.txt")
         done
-        ${python} -m espnet_ext.bin.make_token_list --token_type hugging_face \
-            --hf_model "${hf_model}" --output_dir "${token_listdir}/${token_tag}" "${_pre[@]}"
-        touch "${lm_dir}/.done.wp"
+        # (same options as above: the list is rewritten identically)
+        ${python} -m espnet_ext.bin.make_token_list --token_type hugging_face "${_hf_opts[@]}" \
+            --output_dir "${token_listdir}/${token_tag}" "${_pre[@]}"
+        touch "${lm_dir}/.done${lm_sfx}"
         did_work
     fi
     end_stage

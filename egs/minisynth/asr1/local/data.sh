@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Synthesise the minisynth corpus offline and write Kaldi data dirs (run from egs/minisynth/asr1):
-#   data/{train,dev,test_in,test_unseen_voice,test_cross}/{wav.scp,text,utt2spk,spk2utt,utt2dur}
+#   data/{train,dev,test_in,test_unseen_voice,test_cross,dev_cross}/{wav.scp,text,utt2spk,spk2utt,utt2dur}
 #   data/local/{lm_in,lm_cross}/text, data/local/lm_leak_report.txt, data/local/corpus_stats.json
 # Wavs go to downloads/minisynth/wav; rerunning reuses finished wavs. Logs: data/local/log/.
 #
 # Usage: local/data.sh [--fast true|false] [--seed N] [--nj N] [--config conf/corpus.yaml]
 #                      [--data_dir data] [--corpus_dir downloads/minisynth]
 #                      [--num_train N --num_dev N --num_test_in N --num_test_unseen_voice N
-#                       --num_test_cross N --num_lm_in N --num_lm_cross N]
+#                       --num_test_cross N --num_dev_cross N --num_lm_in N --num_lm_cross N]
 set -euo pipefail
 
 fast=false                       # true: the small CI preset conf/corpus_fast.yaml

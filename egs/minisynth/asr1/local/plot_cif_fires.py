@@ -87,22 +87,24 @@ def main(cmd=None) -> int:
     tokens = []
     if args.decode_dir is not None:
         tokens = read_table(args.decode_dir / "token").get(utt, "").split()
-    # The search decodes exactly the fired tokens; the last one is the EOS slot (not written).
-    labels = tokens if len(tokens) in (n_fire, n_fire - 1) else []
+    labels = tokens if len(tokens) <= n_fire else []
     ref = read_table(args.data_dir / "text").get(utt, "")
     hyp = read_table(args.decode_dir / "text").get(utt, "") if args.decode_dir else ""
 
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(max(8.0, feats.shape[0] / 40), 6), sharex=True,
                                    gridspec_kw=dict(height_ratios=[3, 1]))
     ax1.imshow(feats.T, origin="lower", aspect="auto", cmap="magma", interpolation="nearest")
-    for k, i in enumerate(fires):
-        x = centre(i)
+    xs_fire = [centre(i) for i in fires]
+    for x in xs_fire:
         ax1.axvline(x, color="cyan", linewidth=1.0)
-        label = labels[k] if k < len(labels) else ("<eos>" if k == n_fire - 1 else "")
-        ax1.text(x, feats.shape[1] - 2, label, color="white", rotation=90, va="top", ha="right",
-                 fontsize=8)
+    # The fired tokens as tick labels on top: the k-th fire emits the k-th decoded token; the
+    # search ends with <eos> after the last fire.
+    top = ax1.secondary_xaxis("top")
+    top.set_xticks(xs_fire)
+    top.set_xticklabels([labels[k] if k < len(labels) else "" for k in range(n_fire)],
+                        rotation=90, fontsize=8)
     ax1.set_ylabel("mel bin")
-    title = f"{utt}: {n_fire} CIF fires (incl. <eos>) over {feats.shape[0]} fbank frames"
+    title = f"{utt}: {n_fire} CIF fires over {feats.shape[0]} fbank frames (80 ms encoder frames)"
     ax1.set_title(title + (f"\nREF: {ref}" if ref else "") + (f"\nHYP: {hyp}" if hyp else ""),
                   fontsize=9, loc="left")
     xs = [centre(i) for i in range(len(alphas))]
