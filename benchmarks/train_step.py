@@ -144,7 +144,7 @@ def step_table(args, model, distillers, device):
 
         return measure(run, args.cuda)
 
-    for name in names:  # warm-up round
+    for name in names[:1] if args.warmup == "first" else names:  # warm-up round
         step(name)
     times = {n: [] for n in names}
     peaks = dict.fromkeys(names, 0)
@@ -211,6 +211,9 @@ def main():
     p.add_argument("--teacher_dim", type=int, default=768)
     p.add_argument("--repeats", type=int, default=3, help="timed step rounds")
     p.add_argument("--distill_repeats", type=int, default=10)
+    p.add_argument("--warmup", choices=["all", "first"], default="all",
+                   help="untimed warm-up step of every variant, or of the first only (saves time on a "
+                        "slow CPU: after one step the model's buffers and the allocator are warm)")
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma list; the first is the ratio base")
     p.add_argument("--skip_steps", action="store_true", help="distiller table only (needs --base_step_ms)")
     p.add_argument("--base_step_ms", type=float, default=0.0, help="baseline step time for --skip_steps")
