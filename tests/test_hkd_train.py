@@ -62,6 +62,8 @@ def test_generated_repo_configs_are_up_to_date_and_complete():
             assert conf["teacher_dim"] == 768
             assert (conf["acoustic_loss"] != "none") == (variant != "lrd")
             assert (conf["linguistic_weight"] > 0) == (variant in ("lrd", "hkd", "mse_lrd", "cos_lrd"))
+            # only acd_xsame drops same-token negatives (the reference never does)
+            assert conf["exclude_same_token_negatives"] == (variant == "acd_xsame")
 
 
 def espnet_batch(cif_task, args, data, split="train"):

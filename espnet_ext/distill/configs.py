@@ -13,6 +13,8 @@ reference run, shared/docs/reference-hkd.md §7):
     cos      COS AD λ 0.2, α_cos 10                            Table 2 COS w/o LRD
     mse_lrd  MSE AD + LRD                                     Table 2 MSE w/ LRD
     cos_lrd  COS AD + LRD                                     Table 2 COS w/ LRD
+    acd_xsame  acd without same-token negatives (not in the paper or the reference: a
+               negative that is the anchor's token in another context is a false negative)
 """
 import re
 from typing import Dict, Optional
@@ -34,6 +36,7 @@ VARIANTS: Dict[str, dict] = {
     "cos": {**_COS, **_NO_LRD},
     "mse_lrd": {**_MSE, **_LRD},
     "cos_lrd": {**_COS, **_LRD},
+    "acd_xsame": {**_ACD, **_NO_LRD, "exclude_same_token_negatives": True},
 }
 
 DEFAULTS = dict(
@@ -53,6 +56,7 @@ def distill_conf(variant: str, teacher_dim: int, **overrides) -> dict:
     if variant not in VARIANTS:
         raise ValueError(f"unknown distillation variant {variant!r}; choose from {sorted(VARIANTS)}")
     conf = {"teacher_dim": teacher_dim, **VARIANTS[variant], **DEFAULTS}
+    conf.update(VARIANTS[variant])  # a variant's own value wins over a default (acd_xsame)
     unknown = set(overrides) - set(conf)
     if unknown:
         raise ValueError(f"unknown distill_conf keys {sorted(unknown)}")

