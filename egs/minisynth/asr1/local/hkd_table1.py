@@ -10,6 +10,7 @@ plus the teacher features behind it (utterances, misaligned ones, storage).
 A system whose decoding is missing shows "-" (its row is still printed, labelled).
 """
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import Optional
@@ -25,6 +26,19 @@ def wer(exp: Path, test_set: str, with_lm: bool) -> Optional[dict]:
     if not found:
         return None
     return parse_result(max(found, key=lambda p: p.stat().st_mtime))
+
+
+def training_summary(exp: Path) -> tuple:
+    """(epochs trained, last epoch's teacher-forced dev token accuracy) from ESPnet's train.log."""
+    log = exp / "train.log"
+    if not log.is_file():
+        return "-", "-"
+    last = None
+    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+        m = re.search(r"(\d+)epoch results: .*\[valid\].*?\bacc=([0-9.]+)", line)
+        if m:
+            last = m.groups()
+    return last if last else ("-", "-")
 
 
 def plm_summary(plm_dir: Path, sets) -> list:
@@ -54,15 +68,17 @@ def main(argv=None) -> int:
     out = [f"## HKD paper Table 1: CIF / +ACD / +LRD / +HKD, WER on {args.test_set}", ""]
     if args.note:
         out += [args.note, ""]
-    out += ["|Table 1 system|WER w/o LM|WER with LM|S.Err w/o LM|parameters (training-only heads incl.)|exp|",
-            "|---|---|---|---|---|---|"]
+    out += ["|Table 1 system|WER w/o LM|WER with LM|S.Err w/o LM|epochs|dev acc (tf)|"
+            "parameters (training-only heads incl.)|exp|",
+            "|---|---|---|---|---|---|---|---|"]
     for row in args.row:
         label, _, exp = row.partition("=")
         exp = Path(exp)
         no_lm, lm = wer(exp, args.test_set, False), wer(exp, args.test_set, True)
         fmt = lambda r, k="err": f"{r[k]:.1f}" if r else "-"  # noqa: E731
         params = _human(count_parameters(exp)) if (exp / "config.yaml").is_file() else "-"
-        out.append(f"|{label}|{fmt(no_lm)}|{fmt(lm)}|{fmt(no_lm, 'serr')}|{params}|{exp}|")
+        epochs, dev_acc = training_summary(exp)
+        out.append(f"|{label}|{fmt(no_lm)}|{fmt(lm)}|{fmt(no_lm, 'serr')}|{epochs}|{dev_acc}|{params}|{exp}|")
     out.append("")
     if args.plm_dir:
         out += plm_summary(Path(args.plm_dir), args.sets.split()) + [""]
