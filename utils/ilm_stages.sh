@@ -50,8 +50,8 @@ elm_exp_intra=               # an already trained intra ELM dir (skips its train
 elm_exp_cross=               # an already trained cross ELM dir (skips its training)
 elm_config=conf/train_lm_lstm_tiny.yaml   # ELM config (both conditions)
 token_list=                  # tokens.txt shared by the ASR model and every LM (<sos/eos> last)
-token_type=char              # char | bpe | word (LM preprocessing, as for the ASR model)
-bpemodel=none                # sentencepiece model for token_type=bpe
+token_type=char              # char | bpe | word | hugging_face (as for the ASR model)
+bpemodel=none                # sentencepiece model (bpe) or tokenizer dir (hugging_face)
 score_type=cer               # sclite unit: cer | wer | ter
 drlm_config=conf/train_drlm_lstm_mini.yaml   # DR-LSTM LM (same size as the DR-KD student)
 drkd_config=conf/train_drkd_lstm_mini.yaml   # DR-KD student
@@ -90,10 +90,32 @@ conditions=()
 [ -n "$elm_text_cross$elm_exp_cross" ] && conditions+=(cross)
 mkdir -p "$ilm_exp"
 
+# hugging_face units (a PLM tokenizer's wordpieces): ESPnet's LM task has no such tokenizer, so
+# every LM-side text is pre-tokenized once into ${ilm_exp}/pieces/<its path> and read with
+# --token_type word (as asr.sh does for its LM); LAS training and decoding keep hugging_face.
+lm_tok_opts=("${tok_opts[@]}")
+lm_text() { echo "$1"; }   # the LM-side version of Kaldi text $1
+if [ "$token_type" = hugging_face ]; then
+    [ "$bpemodel" != none ] || die "--token_type hugging_face needs --bpemodel <tokenizer dir>"
+    lm_tok_opts=(--token_list "$token_list" --token_type word)
+    lm_text() { echo "${ilm_exp}/pieces/${1#/}"; }
+    pre=()
+    for t in "$train_text" "$dev_text" ${dev_set_cross:+"${data_dir}/${dev_set_cross}/text"} \
+            $(for s in $test_sets_intra $test_sets_cross; do echo "${data_dir}/$s/text"; done) \
+            ${elm_exp_intra:-$elm_text_intra} ${elm_exp_cross:-$elm_text_cross}; do
+        if [ -f "$t" ] && [ ! -e "$(lm_text "$t")" ]; then pre+=(--pretokenize "$t" "$(lm_text "$t")"); fi
+    done
+    if [ ${#pre[@]} -gt 0 ]; then
+        log "pre-tokenizing $(( ${#pre[@]} / 3 )) texts into wordpieces under ${ilm_exp}/pieces"
+        ${python} -m espnet_ext.bin.make_token_list --token_type hugging_face --hf_model "$bpemodel" \
+            --output_dir "${ilm_exp}/pieces/token_list" "${pre[@]}"
+    fi
+fi
+
 # LM-task data options for text $1 (train) with shape file $2; validation on the dev text.
 lm_data_opts() {
     echo --train_data_path_and_name_and_type "$1,text,text" \
-         --valid_data_path_and_name_and_type "${dev_text},text,text" \
+         --valid_data_path_and_name_and_type "$(lm_text "$dev_text"),text,text" \
          --train_shape_file "$2" --valid_shape_file "${lm_stats}/dev/valid/text_shape" \
          --fold_length "$lm_fold_length" --use_tensorboard false --use_matplotlib false
 }
@@ -149,9 +171,9 @@ fi
 lm_stats_of() {  # collect_stats for LM text $1 into $2 (validation: dev text)
     [ -e "$2/train/text_shape" ] && return
     ${cmd} "$2/stats.log" ${python} -m espnet2.bin.lm_train --collect_stats true \
-        "${tok_opts[@]}" --train_data_path_and_name_and_type "$1,text,text" \
-        --valid_data_path_and_name_and_type "${dev_text},text,text" \
-        --train_shape_file "$1" --valid_shape_file "$dev_text" --output_dir "$2"
+        "${lm_tok_opts[@]}" --train_data_path_and_name_and_type "$1,text,text" \
+        --valid_data_path_and_name_and_type "$(lm_text "$dev_text"),text,text" \
+        --train_shape_file "$1" --valid_shape_file "$(lm_text "$dev_text")" --output_dir "$2"
 }
 if run_stage 2; then
     log "stage 2: LM statistics"
@@ -165,28 +187,28 @@ if run_stage 2; then
             cp "$dst/valid/text_shape" "$dst/train/text_shape"
         fi
     done
-    lm_stats_of "$train_text" "${lm_stats}/transcripts"
-    lm_stats_of "$dev_text" "${lm_stats}/dev"
+    lm_stats_of "$(lm_text "$train_text")" "${lm_stats}/transcripts"
+    lm_stats_of "$(lm_text "$dev_text")" "${lm_stats}/dev"
     for c in "${conditions[@]}"; do
         text=$(eval echo "\${elm_text_$c}")
-        [ -n "$text" ] && [ -z "$(eval echo "\${elm_exp_$c}")" ] && lm_stats_of "$text" "${lm_stats}/elm_$c"
+        [ -n "$text" ] && [ -z "$(eval echo "\${elm_exp_$c}")" ] && lm_stats_of "$(lm_text "$text")" "${lm_stats}/elm_$c"
     done
 fi
-transcript_opts=$(lm_data_opts "$train_text" "${lm_stats}/transcripts/train/text_shape")
+transcript_opts=$(lm_data_opts "$(lm_text "$train_text")" "${lm_stats}/transcripts/train/text_shape")
 
 if run_stage 3; then
     for c in "${conditions[@]}"; do
         [ -n "$(eval echo "\${elm_exp_$c}")" ] && { log "stage 3: using given ELM $(elm_dir "$c")"; continue; }
         text=$(eval echo "\${elm_text_$c}")
         log "stage 3: external LM ($c) on $text"
-        run_train "$(elm_dir "$c")" espnet2.bin.lm_train --config "$elm_config" "${tok_opts[@]}" \
-            $(lm_data_opts "$text" "${lm_stats}/elm_$c/train/text_shape")
+        run_train "$(elm_dir "$c")" espnet2.bin.lm_train --config "$elm_config" "${lm_tok_opts[@]}" \
+            $(lm_data_opts "$(lm_text "$text")" "${lm_stats}/elm_$c/train/text_shape")
     done
 fi
 
 if run_stage 4; then
     log "stage 4: DR-LSTM LM ($drlm_config) on the ASR transcripts"
-    run_train "$drlm_dir" espnet2.bin.lm_train --config "$drlm_config" "${tok_opts[@]}" $transcript_opts
+    run_train "$drlm_dir" espnet2.bin.lm_train --config "$drlm_config" "${lm_tok_opts[@]}" $transcript_opts
 fi
 
 if run_stage 5; then
@@ -194,23 +216,23 @@ if run_stage 5; then
     if [ ! -e "$bigram" ]; then
         mkdir -p "$(dirname "$bigram")"
         ${cmd} "$(dirname "$bigram")/train.log" ${python} -m espnet_ext.lm.ngram \
-            --text "$train_text" "${tok_opts[@]}" --output "$bigram"
+            --text "$(lm_text "$train_text")" "${lm_tok_opts[@]}" --output "$bigram"
     fi
 fi
 
 if run_stage 6; then
     log "stage 6: ILME-L context learner ($ctx_config), ASR model frozen"
-    run_train "$ctx_dir" espnet_ext.bin.ilm_context_train --config "$ctx_config" "${tok_opts[@]}" \
+    run_train "$ctx_dir" espnet_ext.bin.ilm_context_train --config "$ctx_config" "${lm_tok_opts[@]}" \
         --asr_train_config "$asr_config" --asr_model_file "$asr_model" $transcript_opts
 fi
 
 if run_stage 7; then
     log "stage 7: DR-KD students ($drkd_config)"
     run_train "${ilm_exp}/${drkd_tag}_z" espnet_ext.bin.lm_kd_train --config "$drkd_config" \
-        "${tok_opts[@]}" --teacher_train_config "$asr_config" --teacher_model_file "$asr_model" \
+        "${lm_tok_opts[@]}" --teacher_train_config "$asr_config" --teacher_model_file "$asr_model" \
         --teacher_ilm_type zero $transcript_opts
     run_train "${ilm_exp}/${drkd_tag}_l" espnet_ext.bin.lm_kd_train --config "$drkd_config" \
-        "${tok_opts[@]}" --teacher_train_config "$asr_config" --teacher_model_file "$asr_model" \
+        "${lm_tok_opts[@]}" --teacher_train_config "$asr_config" --teacher_model_file "$asr_model" \
         --teacher_ilm_type label_ctx --teacher_ctx_file "$(lm_ckpt "$ctx_dir")" $transcript_opts
 fi
 
@@ -230,11 +252,11 @@ ilm_opts() {
 
 if run_stage 8; then
     log "stage 8: perplexities and ILM parameter counts -> ${ilm_exp}/perplexity"
-    texts=(--text "$dev_text")
-    [ -n "$dev_set_cross" ] && texts+=(--text "${data_dir}/${dev_set_cross}/text")
-    for s in $test_sets_intra $test_sets_cross; do texts+=(--text "${data_dir}/$s/text"); done
+    texts=(--text "$(lm_text "$dev_text")")
+    [ -n "$dev_set_cross" ] && texts+=(--text "$(lm_text "${data_dir}/${dev_set_cross}/text")")
+    for s in $test_sets_intra $test_sets_cross; do texts+=(--text "$(lm_text "${data_dir}/$s/text")"); done
     ${cmd} "${ilm_exp}/perplexity/ppl.log" ${python} -m espnet_ext.bin.ilm_perplexity \
-        "${tok_opts[@]}" --asr_train_config "$asr_config" --asr_model_file "$asr_model" \
+        "${lm_tok_opts[@]}" --asr_train_config "$asr_config" --asr_model_file "$asr_model" \
         "${texts[@]}" --ilm "ILME-Z=zero" --ilm "ILME-L=label_ctx:$(lm_ckpt "$ctx_dir")" \
         --ilm "DR=dr:$(lm_ckpt "$drlm_dir")" --ilm "DR-2gram=dr_2gram:$bigram" \
         --ilm "DR-KD-Z=dr_kd:$(lm_ckpt "${ilm_exp}/${drkd_tag}_z")" \

@@ -8,6 +8,8 @@
 #   ./run.sh --aishell /data/aishell                  # CIF baseline, every stage (1-16)
 #   ./run.sh --variant hkd --stage 9                  # "+HKD" on the same data, LM and tokens
 #   ./run.sh --cmd_backend slurm --ngpu 2             # on a Slurm cluster (conf/slurm.conf)
+#   ./run.sh --ilm true --stage 17                    # + internal-LM estimation / DR-KD (Table 3
+#                                                     #   of Chen et al.; after stages 1-16)
 #
 # Recipe options are listed below; every other option goes to asr.sh (./asr.sh --help).
 set -euo pipefail
@@ -17,9 +19,15 @@ download=false          # true: fetch AISHELL-1 (openslr 33) and the PLM if abse
 variant=cif             # cif | acd | lrd | hkd (Table 1) | mse | cos | mse_lrd | cos_lrd (Table 2)
 plm=bert-base-chinese   # teacher PLM of the distillation variants: a local dir or a cached HF name
 decode_without_lm=true  # also decode without the LM (Table 1 reports both)
+ilm=false               # true: after stage 16, ILME/DR/DR-KD fusion of the CIF model (utils/ilm_recipe.sh)
+ilm_opts=               # other utils/ilm_stages.sh options, e.g. "--ilm_weights 0.1,0.3 --dev_max_utts 500"
+las_config=             # --ilm true: also a LAS model of this config (e.g. conf/train_las_zh1kh.yaml)
+cross_text=             # --ilm true: cross-domain ELM text, Kaldi "id sentence" (empty: intra only)
+cross_dev=              # --ilm true: data/<set> tuning the cross-domain weights (empty: dev)
+cross_test=             # --ilm true: data/<sets> of the cross-domain test (empty: test)
 
 log() { echo "$(date '+%Y-%m-%dT%H:%M:%S') (run.sh) $*" >&2; }
-own_options=" aishell download variant plm decode_without_lm "
+own_options=" aishell download variant plm decode_without_lm ilm ilm_opts las_config cross_text cross_dev cross_test "
 # shellcheck disable=SC1091
 . local/recipe_options.sh   # splits "$@" into the options above and asr_opts for asr.sh
 
@@ -34,6 +42,11 @@ if [ -n "${aishell}" ]; then
     data_opts+=" --corpus_dir ${aishell}"
 fi
 set +u; . ./path.sh; set -u   # the project's Python for local/ helpers
+# --ilm true with cross-domain sets: they need features (stage 3), so asr.sh treats them as test sets.
+ilm_sets=
+"${ilm}" && for s in ${cross_dev} ${cross_test}; do
+    [[ " dev test${ilm_sets} " == *" ${s} "* ]] || ilm_sets+=" ${s}"
+done
 # Teacher features are made in stage 9 and read by stages 10-11 (distillation variants only).
 teacher_opts=()
 if [ "${stop_stage}" -ge 9 ]; then
@@ -42,7 +55,7 @@ if [ "${stop_stage}" -ge 9 ]; then
 fi
 
 common=(
-    --train_set train --valid_set dev --test_sets "dev test"
+    --train_set train --valid_set dev --test_sets "dev test${ilm_sets}"
     --local_data_opts "${data_opts}"
     # 80-d fbank (25 ms / 10 ms) of the 16 kHz wavs; no speed perturbation (reference run).
     --fs 16000 --num_mel_bins 80
@@ -77,4 +90,14 @@ if "${decode_without_lm}" && "${use_lm}" && [ "${stop_stage}" -ge 14 ]; then
     log "decoding without the LM (stages ${_from}-${stop_stage})"
     ./asr.sh "${common[@]}" "${teacher_opts[@]}" "${asr_opts[@]}" --use_lm false \
         --stage "${_from}" --stop_stage "${stop_stage}"
+fi
+
+# Internal-LM estimation and DR-KD (the README section of that name): LAS (with --las_config), ILME-L,
+# DR-LM, DR-2gram and DR-KD training, cross-domain ELM, weight grid, fused decoding, sclite CER;
+# the intra-domain ELM is the LM of stage 7; Table 3 appended to RESULTS.md.
+if "${ilm}" && [ "${stop_stage}" -ge 16 ]; then
+    utils/ilm_recipe.sh --ilm_opts "${ilm_opts}" --las_config "${las_config}" \
+        --intra_test_sets test \
+        --cross_text "${cross_text}" --cross_dev "${cross_dev}" --cross_test "${cross_test}" \
+        -- "${common[@]}" "${teacher_opts[@]}" "${asr_opts[@]}"
 fi
