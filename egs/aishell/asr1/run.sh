@@ -16,7 +16,7 @@ set -euo pipefail
 
 aishell=${AISHELL:-}    # directory holding data_aishell/ (official layout; default: $AISHELL)
 download=false          # true: fetch AISHELL-1 (openslr 33) and the PLM if absent (needs network)
-variant=cif             # cif | acd | lrd | hkd (Table 1) | mse | cos | mse_lrd | cos_lrd (Table 2)
+variant=cif             # cif | acd | lrd | hkd (Table 1) | mse | cos | mse_lrd | cos_lrd (Table 2) | acd_xsame
 plm=bert-base-chinese   # teacher PLM of the distillation variants: a local dir or a cached HF name
 decode_without_lm=true  # also decode without the LM (Table 1 reports both)
 ilm=false               # true: after stage 16, ILME/DR/DR-KD fusion of the CIF model (utils/ilm_recipe.sh)

@@ -17,7 +17,7 @@ set -euo pipefail
 
 librispeech=${LIBRISPEECH:-}  # directory holding LibriSpeech/ (default: $LIBRISPEECH)
 download=false          # true: fetch the 7 parts (openslr 12) and the PLM if absent (needs network)
-variant=cif             # cif (baseline) | acd | lrd | hkd (Table 3) | mse | cos | mse_lrd | cos_lrd
+variant=cif             # cif (baseline) | acd | lrd | hkd (Table 3) | mse | cos | mse_lrd | cos_lrd | acd_xsame
 plm=bert-base-uncased   # PLM: its WordPiece vocabulary is the ASR vocabulary, and the teacher
                         # of the distillation variants (a local dir or a cached HF name)
 ilm=false               # true: after stage 16, ILME/DR/DR-KD fusion of the CIF model (utils/ilm_recipe.sh)
