@@ -10,13 +10,13 @@ plus the teacher features behind it (utterances, misaligned ones, storage).
 A system whose decoding is missing shows "-" (its row is still printed, labelled).
 """
 import argparse
-import re
 import sys
 from pathlib import Path
 from typing import Optional
 
 from espnet_ext.utils.results import _human, count_parameters
 from espnet_ext.utils.scoring import parse_result
+from recipe_report import parse_epochs  # local/, next to this script
 
 
 def wer(exp: Path, test_set: str, with_lm: bool) -> Optional[dict]:
@@ -31,14 +31,11 @@ def wer(exp: Path, test_set: str, with_lm: bool) -> Optional[dict]:
 def training_summary(exp: Path) -> tuple:
     """(epochs trained, last epoch's teacher-forced dev token accuracy) from ESPnet's train.log."""
     log = exp / "train.log"
-    if not log.is_file():
+    epochs = parse_epochs(log) if log.is_file() else {}
+    if not epochs:
         return "-", "-"
-    last = None
-    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
-        m = re.search(r"(\d+)epoch results: .*\[valid\].*?\bacc=([0-9.]+)", line)
-        if m:
-            last = m.groups()
-    return last if last else ("-", "-")
+    last = next(reversed(epochs))
+    return str(last), epochs[last].get("valid", {}).get("acc", "-")
 
 
 def plm_summary(plm_dir: Path, sets) -> list:
