@@ -137,6 +137,18 @@ def test_interrupt_terminates_running_jobs(tmp_path):
             os.kill(pid, 0)
 
 
+def test_signal_while_a_job_is_being_started_still_terminates_it(tmp_path):
+    """The job signals the runner at once, often before Popen has returned to the runner."""
+    t0 = time.time()
+    r = subprocess.run([sys.executable, RUN, "JOB=1:3", "l/s.JOB.log",
+                        "kill -TERM $PPID; exec sleep 30"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=25)
+    assert r.returncode == 130 and "interrupted" in r.stderr
+    assert time.time() - t0 < 15
+    assert not any("Ended (code 0)" in (tmp_path / f"l/s.{i}.log").read_text()
+                   for i in (1, 2, 3) if (tmp_path / f"l/s.{i}.log").exists())
+
+
 def test_espnet_launch_style_call(tmp_path):
     """espnet2.bin.launch calls '<cmd> --gpu N LOG CMD ...' (single node)."""
     (tmp_path / "utils").symlink_to(REPO_ROOT / "utils")

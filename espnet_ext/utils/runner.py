@@ -159,6 +159,9 @@ def _cpu_count() -> int:
         return os.cpu_count() or 1
 
 
+KILL_GRACE_S = 10.0  # after SIGTERM, a job that has not exited gets SIGKILL
+
+
 def run_local(req: Request, prog: str = "run.py") -> int:
     """Run the jobs as local processes; returns 0 when all succeeded, else 1."""
     threads = req.num_threads()
@@ -172,13 +175,25 @@ def run_local(req: Request, prog: str = "run.py") -> int:
     failed: List[Tuple[int, str, str]] = []
     stop = threading.Event()
 
-    def on_signal(signum, frame):
-        stop.set()
+    signalled: Dict[int, float] = {}  # pid -> when SIGTERM was sent
+
+    def terminate_running() -> None:
+        # Runs in the main loop, not only in the handler: a job whose Popen was returning when
+        # the signal came is not yet in ``running`` and would otherwise be left to finish.
+        now = time.time()
         for proc, *_ in list(running.values()):
+            sent = signalled.get(proc.pid)
+            if sent is not None and now - sent < KILL_GRACE_S:
+                continue
             try:
-                os.killpg(proc.pid, signal.SIGTERM)
+                os.killpg(proc.pid, signal.SIGTERM if sent is None else signal.SIGKILL)
             except ProcessLookupError:
                 pass
+            signalled[proc.pid] = now if sent is None else float("inf")
+
+    def on_signal(signum, frame):
+        stop.set()
+        terminate_running()
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -195,8 +210,10 @@ def run_local(req: Request, prog: str = "run.py") -> int:
                 proc = subprocess.Popen(["bash", "-c", cmd], stdout=f, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, env=env, start_new_session=True)
                 running[job_id] = (proc, f, time.time(), log)
-            if stop.is_set() and not running:
-                break
+            if stop.is_set():
+                if not running:
+                    break
+                terminate_running()
             time.sleep(0.05)
             for job_id in list(running):
                 proc, f, t0, log = running[job_id]
@@ -381,7 +398,9 @@ def run_slurm(req: Request, prog: str = "slurm.py") -> int:
     try:
         first = proc.stdout.readline().strip()
         job["id"] = first.split(";")[0] or None
-        if job["id"]:
+        if job["id"] and job["interrupted"]:  # signalled before the id was known
+            subprocess.run(["scancel", job["id"]], check=False)
+        elif job["id"]:
             _wait_for_array(proc, job["id"], req)
         out, err = proc.communicate()
     finally:
