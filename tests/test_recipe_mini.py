@@ -87,6 +87,20 @@ def test_fast_recipe_results_have_every_row(fast_run):
     assert str(pngs[0].relative_to(fast_run)) in results
 
 
+@pytest.mark.slow
+def test_fast_recipe_trains_with_two_cpu_ddp_processes(fast_run):
+    """run.sh's default --train_cpu_procs 2: torchrun + gloo DDP, ESPnet's rank 0 logs the epochs."""
+    logs = list((fast_run / "exp").glob("asr_train_asr_cif_mini_fast_*/train.log"))
+    assert len(logs) == 1, logs
+    text = logs[0].read_text(encoding="utf-8")
+    header = text.splitlines()[0]
+    assert "torch.distributed.run --standalone --nproc_per_node 2" in header, header
+    assert "--dist_backend gloo" in header and "OMP_NUM_THREADS=1" in header
+    epochs = re.findall(r"\[[^\]]*:0/2\] .*INFO: (\d+)epoch results", text)
+    assert epochs and epochs[-1] == str(len(epochs)), epochs  # every epoch logged once, by rank 0
+    assert (logs[0].parent / "valid.acc.ave.pth").exists()
+
+
 def table3(results: str) -> dict:
     """{method: [cells]} of the Table 3 section of RESULTS.md (utils/ilm_stages.sh stage 11)."""
     lines = results.split("## Internal-LM estimation and DR-KD", 1)[1].splitlines()

@@ -36,56 +36,34 @@ help_message="Usage: $0 [options] -- <asr.sh options of the recipe>"
 
 log() { echo "$(date '+%Y-%m-%dT%H:%M:%S') (ilm_recipe.sh) $*" >&2; }
 
-# asr.sh's settings (its defaults, then the last occurrence of each option, as asr.sh parses).
-expdir=exp; dumpdir=dump; train_set=; valid_set=; test_sets=; speed_perturb_factors=
-token_type=char; token_tag=; nbpe=300; bpemode=unigram; hf_model=; hf_vocab=full
-token_listdir=data/token_list; use_lm=true; lm_config=conf/train_lm_lstm_tiny.yaml; lm_tag=
-asr_config=; asr_tag=; asr_stats_dir=; inference_config=; score_types=; ngpu=0; remove_space=false
-cmd_backend=${cmd_backend:-local}
-while [ $# -gt 0 ]; do
-    name=${1#--}; name=${name//-/_}
-    [ $# -ge 2 ] || { log "asr.sh option $1 has no value"; exit 2; }
-    case "${name}" in
-        expdir|dumpdir|train_set|valid_set|test_sets|speed_perturb_factors|token_type|token_tag|\
-        nbpe|bpemode|hf_model|hf_vocab|token_listdir|use_lm|lm_config|lm_tag|asr_config|asr_tag|\
-        asr_stats_dir|inference_config|score_types|ngpu|remove_space|cmd_backend)
-            printf -v "${name}" '%s' "$2" ;;
-    esac
-    shift 2
-done
-[ -n "${speed_perturb_factors}" ] && train_set=${train_set}_sp
+# asr.sh's derived names (token list, LM and ASR experiment dirs, ...), printed by asr.sh itself.
+names_sh=$(./asr.sh "$@" --print_names true) || { log "asr.sh rejected the options: $*"; exit 2; }
+eval "${names_sh}"
 cfg_name() { local c=${1##*/}; echo "${c%.*}"; }
-bpemodel=none
-case "${token_type}" in
-    char|word) token_tag=${token_tag:-${token_type}} ;;
-    bpe) token_tag=${token_tag:-bpe_${bpemode}${nbpe}}; bpemodel=${token_listdir}/${token_tag}/bpe.model ;;
-    hugging_face) [ "${hf_vocab}" = compact ] && token_tag=${token_tag:-hugging_face_compact}
-                  token_tag=${token_tag:-hugging_face}; bpemodel=${hf_model} ;;
-    *) log "unsupported token_type ${token_type}"; exit 2 ;;
-esac
+# One metric for Table 3: WER for words (English), else asr.sh's first (CER for Chinese).
 score_type=${score_types%% *}
-[ -n "${score_type}" ] || { if "${remove_space}"; then score_type=cer; else score_type=wer; fi; }
+if ! "${remove_space}" && [[ " ${score_types} " == *" wer "* ]]; then score_type=wer; fi
 if [ -z "${intra_test_sets}" ]; then
     for s in ${test_sets}; do
         [ "${s}" = "${valid_set}" ] || [[ " ${cross_dev} ${cross_test} " == *" ${s} "* ]] || \
             intra_test_sets+="${intra_test_sets:+ }${s}"
     done
 fi
-stats=${asr_stats_dir:-${expdir}/asr_stats_fbank_${token_tag}}
+
 cmd=utils/run.py; [ "${cmd_backend}" = slurm ] && cmd=utils/slurm.py
 common=(
     --cmd "${cmd}" --ngpu "$(( ngpu > 0 ? 1 : 0 ))"   # LM-sized jobs: one GPU at most
-    --token_list "${token_listdir}/${token_tag}/tokens.txt" --token_type "${token_type}"
+    --token_list "${token_list}" --token_type "${token_type}"
     --bpemodel "${bpemodel}" --score_type "${score_type}"
     --data_dir "${dumpdir}/fbank" --dump_dir "${dumpdir}/fbank"
     --train_set "${train_set}" --dev_set "${valid_set}" --test_sets_intra "${intra_test_sets}"
-    --transcript_shape "${stats}/train/text_shape.${token_type}"
-    --dev_shape "${stats}/valid/text_shape.${token_type}"
+    --transcript_shape "${asr_stats_dir}/train/text_shape.${token_type}"
+    --dev_shape "${asr_stats_dir}/valid/text_shape.${token_type}"
     --elm_config "${lm_config}" --drlm_config "${drlm_config}" --drkd_config "${drkd_config}"
     --ctx_config "${ctx_config}"
 )
 if "${use_lm}"; then
-    common+=(--elm_exp_intra "${expdir}/lm_${lm_tag:-$(cfg_name "${lm_config}")_${token_tag}}"
+    common+=(--elm_exp_intra "${lm_exp}"
              --elm_text_intra "")
 else
     log "use_lm=false (no stage-7 LM): the intra-domain ELM (${lm_config}) is trained on" \
@@ -126,8 +104,7 @@ run_model() {
       cat "${ilm_exp}/perplexity/perplexity.md"; } >> "${results_md}"
 }
 
-asr_tag=${asr_tag:-$(cfg_name "${asr_config}")_${token_tag}}
-run_model "${expdir}/asr_${asr_tag}" 2 --decode_config "${inference_config}"
+run_model "${asr_exp}" 2 --decode_config "${inference_config}"
 if [ -n "${las_config}" ]; then
     run_model "${expdir}/asr_$(cfg_name "${las_config}")_${token_tag}" 1 --las_config "${las_config}" \
         --decode_config "" --decode_args "${las_decode_args}"

@@ -25,6 +25,7 @@ plot_fires=true         # PNG of CIF fire positions over the fbank of one test_i
 nbpe=300                # sentencepiece unigram pieces (token list: data/token_list/bpe_unigram<nbpe>)
 seed=1                  # corpus seed (local/data.sh --seed)
 nj=2                    # parallel jobs: synthesis, fbank, statistics, decoding
+train_cpu_procs=2       # ASR training processes (CPU DDP, 1 thread each; asr.sh --train_cpu_procs)
 ilm=false               # true: ILME/DR/DR-KD fusion of the first model, intra + cross domain (utils/ilm_stages.sh)
 ilm_opts=               # other utils/ilm_stages.sh options, e.g. "--ilm_weights 0,0.2 --dev_max_utts 50"
 hkd=false               # true: also HKD Table 1 (CIF/+ACD/+LRD/+HKD) on MiniLM wordpieces, test_in
@@ -32,7 +33,7 @@ hkd_variants="acd lrd hkd"   # --hkd true: distillation variants next to CIF (es
                              #   e.g. "acd lrd hkd acd_xsame" adds ACD without same-token negatives
 
 log() { echo "$(date '+%Y-%m-%dT%H:%M:%S') (run.sh) $*" >&2; }
-own_options=" fast asr_configs lm_config inference_config decode_without_lm plot_fires nbpe seed nj ilm ilm_opts hkd hkd_variants "
+own_options=" fast asr_configs lm_config inference_config decode_without_lm plot_fires nbpe seed nj train_cpu_procs ilm ilm_opts hkd hkd_variants "
 # shellcheck disable=SC1091
 . local/recipe_options.sh   # splits "$@" into the options above and asr_opts for asr.sh
 
@@ -55,11 +56,11 @@ test_sets="test_in test_unseen_voice test_cross"
 common=(
     --train_set train --valid_set dev --test_sets "${test_sets}"
     --local_data_opts "--fast ${fast} --seed ${seed} --nj ${nj}"
-    --nj "${nj}" --inference_nj "${nj}" --inference_num_threads 1
+    --nj "${nj}" --inference_nj "${nj}" --inference_num_threads 1 --train_cpu_procs "${train_cpu_procs}"
     --fs 16000 --num_mel_bins 80
-    # Sentencepiece unigram pieces learnt from the in-domain LM text (17k sentences, which
-    # include the training transcripts but no dev/test sentence): ~1.4 pieces per word, so the
-    # 80 ms CIF encoder has >2 frames per token.
+    # Sentencepiece unigram pieces learnt from the in-domain LM text (6.3k sentences, which
+    # include the training transcripts but no dev/test sentence): ~2.1 pieces per word, ~1.8
+    # 80 ms encoder frames per token (larger units measured worse: conf/train_asr_cif_mini.yaml).
     --token_type bpe --nbpe "${nbpe}" --bpemode unigram --token_train_text data/local/lm_in/text
     # LM text: the in-domain pool (dev/test sentences are removed again in stage 4, and reported).
     --use_lm true --lm_config "${lm_config}" --lm_train_text data/local/lm_in/text
@@ -101,6 +102,13 @@ timed() {
 in_range() { [ "$1" -le "${stop_stage}" ] && [ "$2" -ge "${stage}" ]; }  # [a,b] meets [stage,stop]
 from() { echo $(( $1 > stage ? $1 : stage )); }
 upto() { echo $(( $1 < stop_stage ? $1 : stop_stage )); }
+# asr_names CONFIG: asr.sh's derived names for CONFIG (n_asr_exp, n_lm_exp, n_token_list, ...),
+# printed by asr.sh itself so that this script never re-derives them.
+asr_names() {
+    local names
+    names=$(./asr.sh "${common[@]}" --asr_config "$1" "${asr_opts[@]}" --print_names true)
+    eval "$(sed 's/^/n_/' <<< "${names}")"
+}
 
 # With --ilm: dev_cross (Bible clauses, dev speakers; tunes the cross-domain fusion weights) gets
 # features in stages 1-10, but stage 14 decodes only ${test_sets}.
@@ -175,11 +183,10 @@ fi
 # The PNG: CIF fires of the first ASR config's model on the first test_in utterance, labelled
 # with the tokens of its LM decoding.
 if "${plot_fires}" && in_range 16 16; then
-    cfg=$(basename "${configs[0]}"); cfg=${cfg%.*}
-    asr_exp=exp/asr_${cfg}_bpe_unigram${nbpe}
-    decode_dir=$(ls -d "${asr_exp}"/decode_*_lm_*/test_in 2>/dev/null | head -1 || true)
+    asr_names "${configs[0]}"
+    decode_dir=$(ls -d "${n_asr_exp}"/decode_*_lm_*/test_in 2>/dev/null | head -1 || true)
     timed "CIF fire plot" - "${configs[0]}" \
-        python3 local/plot_cif_fires.py --asr_exp "${asr_exp}" --data_dir dump/fbank/test_in \
+        python3 local/plot_cif_fires.py --asr_exp "${n_asr_exp}" --data_dir dump/fbank/test_in \
             ${decode_dir:+--decode_dir "${decode_dir}"}
 fi
 # Internal-LM estimation and DR-KD (docs/ilm.md) for the first ASR config's model, one run.sh step
@@ -189,17 +196,15 @@ fi
 # (outside the ASR exp dir, so stage 16's sclite tables do not list its ~130 decodings); Table 3 in
 # its RESULTS.md.
 if "${ilm}" && in_range 16 16; then
-    cfg=$(basename "${configs[0]}"); cfg=${cfg%.*}
-    lm_cfg=$(basename "${lm_config}"); lm_cfg=${lm_cfg%.*}
-    tokens=data/token_list/bpe_unigram${nbpe}
+    asr_names "${configs[0]}"
     ilm_args=(
-        --asr_exp "exp/asr_${cfg}_bpe_unigram${nbpe}" --ilm_exp "exp/ilm_${cfg}_bpe_unigram${nbpe}"
-        --token_list "${tokens}/tokens.txt" --token_type bpe --bpemodel "${tokens}/bpe.model"
+        --asr_exp "${n_asr_exp}" --ilm_exp "${n_expdir}/ilm_${n_asr_tag}"
+        --token_list "${n_token_list}" --token_type "${n_token_type}" --bpemodel "${n_bpemodel}"
         --data_dir dump/fbank --dump_dir dump/fbank --score_type wer
-        --transcript_shape "exp/asr_stats_fbank_bpe_unigram${nbpe}/train/text_shape.bpe"
-        --dev_shape "exp/asr_stats_fbank_bpe_unigram${nbpe}/valid/text_shape.bpe"
+        --transcript_shape "${n_asr_stats_dir}/train/text_shape.${n_token_type}"
+        --dev_shape "${n_asr_stats_dir}/valid/text_shape.${n_token_type}"
         --dev_set dev --dev_set_cross dev_cross --test_sets_intra test_in --test_sets_cross test_cross
-        --elm_exp_intra "exp/lm_${lm_cfg}_bpe_unigram${nbpe}" --elm_text_cross data/local/lm_cross/text
+        --elm_exp_intra "${n_lm_exp}" --elm_text_cross data/local/lm_cross/text
         --elm_config "${lm_config}" --drlm_config "conf/train_drlm_lstm_mini${sfx}.yaml"
         --drkd_config "conf/train_drkd_lstm_mini${sfx}.yaml" --ctx_config "conf/train_ilm_ctx_mini${sfx}.yaml"
         --decode_config "${inference_config}"
@@ -222,8 +227,8 @@ if in_range 16 16; then
         ./asr.sh "${common[@]}" --asr_config "${configs[0]}" "${asr_opts[@]}" --stage 16 --stop_stage 16
     python3 local/recipe_report.py --exp exp >> RESULTS.md
     if "${ilm}"; then
-        cfg=$(basename "${configs[0]}"); cfg=${cfg%.*}
-        ilm_exp=exp/ilm_${cfg}_bpe_unigram${nbpe}
+        asr_names "${configs[0]}"
+        ilm_exp=${n_expdir}/ilm_${n_asr_tag}
         { echo; cat "${ilm_exp}/RESULTS.md"; echo
           echo "## ILM perplexity and parameters (${ilm_exp}/perplexity; DR-KD paper Fig. 1)"; echo
           cat "${ilm_exp}/perplexity/perplexity.md"; } >> RESULTS.md
