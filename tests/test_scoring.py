@@ -114,7 +114,9 @@ def test_collect_results_writes_results_md(wer_case, tmp_path):
         "# Ended (code 0) at Mon, elapsed time 7 seconds\n")
     score(ref, hyp, utt2spk, "word", dec / "score_wer")
     score(ref, hyp, utt2spk, "char", dec / "score_cer")
-    (tmp_path / "exp" / "stage_times.tsv").write_text("3\tfbank features\t8\tran\tx\n")
+    (tmp_path / "exp" / "stage_times.tsv").write_text(
+        "3\tfbank features\t8\tran\tx\n3\tfbank features\t0\tskipped\ty\n"   # rerun: kept the work
+        "4\tlength filter\t2\tran\tx\n4\tlength filter\t1\tran\ty\n")      # redone: the latest
     out = tmp_path / "RESULTS.md"
     assert collect_results.main(["--output", str(out), str(tmp_path / "exp")]) == 0
     md = out.read_text()
@@ -124,7 +126,7 @@ def test_collect_results_writes_results_md(wer_case, tmp_path):
     assert "model: cif (encoder conformer_pooling, decoder cif_ar); parameters: 121,000 (0.12 M)" in md
     assert "config: conf/tiny.yaml" in md and "training wall time: 61 s" in md
     assert "decode_beam10/test 7 s (1 jobs)" in md
-    assert "|3|fbank features|8|ran|" in md
+    assert "|3|fbank features|8|ran|" in md and "|4|length filter|1|ran|" in md
     assert parse_result(dec / "score_wer" / "result.txt")["err"] == 33.3
 
 

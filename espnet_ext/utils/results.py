@@ -105,12 +105,17 @@ def _version(pkg: str) -> str:
 
 
 def stage_times(path: Path) -> List[Tuple[str, str, str, str]]:
-    """Latest (stage, name, seconds, status) per stage from asr.sh's stage_times.tsv."""
+    """Latest (stage, name, seconds, status) per stage from asr.sh's stage_times.tsv.
+
+    A later run that found the stage done ("skipped") keeps the run that did the work.
+    """
     latest: Dict[str, Tuple[str, str, str, str]] = {}
     if path.is_file():
         for line in path.read_text(encoding="utf-8").splitlines():
             f = line.split("\t")
             if len(f) >= 4 and f[0].isdigit():
+                if f[3] == "skipped" and latest.get(f[0], ("",) * 4)[3] == "ran":
+                    continue
                 latest[f[0]] = (f[0], f[1], f[2], f[3])
     return [latest[k] for k in sorted(latest, key=int)]
 
@@ -168,7 +173,7 @@ def render(roots: List[Path], title: str = "RESULTS") -> str:
     for root in roots:
         rows = stage_times(root / "stage_times.tsv")
         if rows:
-            lines += [f"## Stage wall times ({root}/stage_times.tsv, latest run of each stage)",
+            lines += [f"## Stage wall times ({root}/stage_times.tsv, latest run that did each stage's work)",
                       "", "|stage|name|seconds|status|", "|---|---|---|---|"]
             lines += [f"|{a}|{b}|{c}|{d}|" for a, b, c, d in rows]
             lines.append("")

@@ -196,6 +196,10 @@ fi
 # (outside the ASR exp dir, so stage 16's sclite tables do not list its ~130 decodings); Table 3 in
 # its RESULTS.md.
 if "${ilm}" && in_range 16 16; then
+    # dev_cross features, also when stages 1-10 ran without --ilm (stage 3 skips finished sets).
+    timed "ILM features (dev_cross)" 3 "${configs[0]}" \
+        ./asr.sh "${common[@]}" "${shared_sets[@]}" --asr_config "${configs[0]}" "${asr_opts[@]}" \
+            --stage 3 --stop_stage 3
     asr_names "${configs[0]}"
     ilm_args=(
         --asr_exp "${n_asr_exp}" --ilm_exp "${n_expdir}/ilm_${n_asr_tag}"
@@ -231,7 +235,7 @@ if in_range 16 16; then
         ilm_exp=${n_expdir}/ilm_${n_asr_tag}
         { echo; cat "${ilm_exp}/RESULTS.md"; echo
           echo "## ILM perplexity and parameters (${ilm_exp}/perplexity; DR-KD paper Fig. 1)"; echo
-          cat "${ilm_exp}/perplexity/perplexity.md"; } >> RESULTS.md
+          cat "${ilm_exp}/perplexity/perplexity.md"; echo; } >> RESULTS.md
     fi
     if "${hkd}"; then
         python3 local/hkd_table1.py --test_set test_in --plm_dir "dump/plm_${hkd_tag}" --sets "train dev" \
