@@ -102,13 +102,6 @@ timed() {
 in_range() { [ "$1" -le "${stop_stage}" ] && [ "$2" -ge "${stage}" ]; }  # [a,b] meets [stage,stop]
 from() { echo $(( $1 > stage ? $1 : stage )); }
 upto() { echo $(( $1 < stop_stage ? $1 : stop_stage )); }
-# asr_names CONFIG: asr.sh's derived names for CONFIG (n_asr_exp, n_lm_exp, n_token_list, ...),
-# printed by asr.sh itself so that this script never re-derives them.
-asr_names() {
-    local names
-    names=$(./asr.sh "${common[@]}" --asr_config "$1" "${asr_opts[@]}" --print_names true)
-    eval "$(sed 's/^/n_/' <<< "${names}")"
-}
 
 # With --ilm: dev_cross (Bible clauses, dev speakers; tunes the cross-domain fusion weights) gets
 # features in stages 1-10, but stage 14 decodes only ${test_sets}.
@@ -180,10 +173,17 @@ if "${hkd}"; then
     done
 fi
 
+# asr.sh's derived names of the first ASR config (n_asr_exp, n_lm_exp, n_token_list, ...) for the
+# fire plot, the ILM stages and Table 3, printed by asr.sh itself so that this script never
+# re-derives them.
+if in_range 16 16; then
+    names=$(./asr.sh "${common[@]}" --asr_config "${configs[0]}" "${asr_opts[@]}" --print_names true)
+    eval "$(sed 's/^/n_/' <<< "${names}")"
+    ilm_exp=${n_expdir}/ilm_${n_asr_tag}   # --ilm: the ILM stages' own exp dir
+fi
 # The PNG: CIF fires of the first ASR config's model on the first test_in utterance, labelled
 # with the tokens of its LM decoding.
 if "${plot_fires}" && in_range 16 16; then
-    asr_names "${configs[0]}"
     decode_dir=$(ls -d "${n_asr_exp}"/decode_*_lm_*/test_in 2>/dev/null | head -1 || true)
     timed "CIF fire plot" - "${configs[0]}" \
         python3 local/plot_cif_fires.py --asr_exp "${n_asr_exp}" --data_dir dump/fbank/test_in \
@@ -200,9 +200,8 @@ if "${ilm}" && in_range 16 16; then
     timed "ILM features (dev_cross)" 3 "${configs[0]}" \
         ./asr.sh "${common[@]}" "${shared_sets[@]}" --asr_config "${configs[0]}" "${asr_opts[@]}" \
             --stage 3 --stop_stage 3
-    asr_names "${configs[0]}"
     ilm_args=(
-        --asr_exp "${n_asr_exp}" --ilm_exp "${n_expdir}/ilm_${n_asr_tag}"
+        --asr_exp "${n_asr_exp}" --ilm_exp "${ilm_exp}"
         --token_list "${n_token_list}" --token_type "${n_token_type}" --bpemodel "${n_bpemodel}"
         --data_dir dump/fbank --dump_dir dump/fbank --score_type wer
         --transcript_shape "${n_asr_stats_dir}/train/text_shape.${n_token_type}"
@@ -231,8 +230,6 @@ if in_range 16 16; then
         ./asr.sh "${common[@]}" --asr_config "${configs[0]}" "${asr_opts[@]}" --stage 16 --stop_stage 16
     python3 local/recipe_report.py --exp exp >> RESULTS.md
     if "${ilm}"; then
-        asr_names "${configs[0]}"
-        ilm_exp=${n_expdir}/ilm_${n_asr_tag}
         { echo; cat "${ilm_exp}/RESULTS.md"; echo
           echo "## ILM perplexity and parameters (${ilm_exp}/perplexity; DR-KD paper Fig. 1)"; echo
           cat "${ilm_exp}/perplexity/perplexity.md"; echo; } >> RESULTS.md
