@@ -2,6 +2,7 @@
 negative sampling properties, and the distiller's token selection / misalignment policy."""
 import itertools
 import logging
+import math
 
 import pytest
 import torch
@@ -152,6 +153,46 @@ def test_sample_negatives_uniform_over_subsets():
     expected = rows.size(0) / len(counts)
     chi2 = sum((c - expected) ** 2 / expected for c in counts.values())
     assert chi2 < 50.0, counts  # 19 dof: P(chi2 > 50) ~ 1e-4
+
+
+@pytest.mark.timeout(120)  # a hang guard, not a speed target: the old rejection loop never returned
+def test_sample_negatives_returns_for_every_batch_just_above_k():
+    """N = K+1 ... 1.1K (AISHELL batches of ~700-1,100 tokens with K = 700): exact K-subsets."""
+    torch.manual_seed(8)
+    K = 700
+    for n in range(K + 1, int(1.1 * K) + 1):
+        idx = sample_negatives(n, K)
+        assert idx.shape == (n, K)
+        s = idx.sort(dim=1).values
+        assert int(s[:, 0].min()) >= 0 and int(s[:, -1].max()) < n
+        assert not bool((s[:, 1:] == s[:, :-1]).any()), f"N={n}: an index drawn twice in a row"
+
+
+@pytest.mark.parametrize("n,k", [(701, 700), (770, 700), (2000, 700), (3000, 50)])
+def test_sample_negatives_inclusion_frequencies_are_uniform(n, k):
+    """Each index is in a row with probability K/N (hypergeometric), whatever the regime.
+
+    Over R independent rows the inclusion count of index i is Binomial(R, K/N); the statistic
+    sum_i (c_i - R K/N)^2 / (R p (1 - p)) is chi-square with about N - 1 degrees of freedom
+    (the counts sum to R*K). Rows must also be independent: the first and second halves of the
+    rows give the same frequencies (a two-sample check, same statistic).
+    """
+    from scipy.stats import chi2
+
+    gen = torch.Generator().manual_seed(9)
+    p = k / n
+    # Enough rows that every index is expected >= 100 times in and >= 100 times out.
+    calls = math.ceil(100 / min(p, 1 - p) / n)
+    halves = [torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)]
+    for c in range(2 * calls):
+        idx = sample_negatives(n, k, generator=gen)
+        halves[c % 2] += torch.bincount(idx.view(-1), minlength=n).double()
+    R = 2 * calls * n
+    counts = halves[0] + halves[1]
+    stat = float(((counts - R * p) ** 2).sum() / (R * p * (1 - p)))
+    assert chi2.sf(stat, n - 1) > 1e-4, (stat, n - 1)
+    stat2 = float(((halves[0] - halves[1]) ** 2).sum() / (R * p * (1 - p)))
+    assert chi2.sf(stat2, n - 1) > 1e-4, (stat2, n - 1)
 
 
 def test_anchor_never_acts_as_negative():

@@ -9,7 +9,7 @@ tokens. Losses are computed in fp32 whatever the input dtype (the reference cast
 - :func:`contrastive_loss` (ACD, paper eq. 2, reference ``calculate_cif_contrastive_dis_cos_loss``)
 - :func:`mse_loss` (paper eq. 3 and LRD eq. 5 / reference ``noscale``)
 - :func:`cosine_loss` (paper eq. 4)
-- :func:`sample_negatives`: K negatives per anchor, uniform without replacement, O(N*K) memory.
+- :func:`sample_negatives`: K negatives per anchor, uniform without replacement, memory O(N*K).
 """
 import math
 from typing import Optional, Tuple
@@ -43,35 +43,45 @@ def sample_negatives(
     """Indices (N, K) of K negatives per anchor, drawn uniformly WITHOUT replacement from [0, N).
 
     Same distribution as the reference's ``torch.multinomial(ones(N, N), K)`` (independent rows,
-    the anchor's own index may be drawn and is masked later by the loss), but without the N x N
-    matrix: each row draws M >= K indices with replacement (M chosen so that the draws hold at
-    least K distinct values with overwhelming probability), keeps the distinct ones and picks K
-    of those with random keys. The distinct values of M i.i.d. uniform draws form a uniformly
-    random subset given its size, and a uniform K-subset of it is a uniform K-subset of [0, N);
-    the rare row with fewer than K distinct values is redrawn (rejection, still exact). Memory
-    and time are O(N * M) with M < 5K. K follows :func:`effective_num_negatives`.
+    the anchor's own index may be drawn and is masked later by the loss), exact, and bounded in
+    time and memory for every N. K follows :func:`effective_num_negatives`. Two regimes:
+
+    - dense (K > N/2, or small N): the K smallest of N i.i.d. uniform keys per row form a uniform
+      K-subset. The (N, N) keys take no more memory than the (N, K) int64 result itself.
+    - sparse (K <= N/2): each row draws M i.i.d. indices with replacement, M chosen so that the
+      draws hold >= K distinct values with overwhelming probability; a uniform K-subset of the
+      distinct values (random keys) is a uniform K-subset of [0, N), since the distinct values of
+      i.i.d. draws form a uniformly random subset given its size. A row with too few distinct
+      values is redrawn; after two redraws the remaining rows take the dense path, so the time is
+      bounded. Memory and time O(N * M) with M < 1.4 N and M < 2.4 K + O(sqrt K).
     """
     n = num_anchors
     k = effective_num_negatives(n, num_negatives, fallback_ratio)
     if n == 0 or k <= 0:
         return torch.zeros(n, 0, dtype=torch.long, device=device)
-    # Draws per row: E[#distinct of M draws] = n(1 - (1 - 1/n)^M); aim 6 sd above K.
-    p = (k + 6.0 * math.sqrt(k) + 1.0) / n
-    m = 4 * n if p >= 1.0 else max(k, math.ceil(-n * math.log1p(-p)))
     out = torch.empty(n, k, dtype=torch.long, device=device)
     rows = torch.arange(n, device=device)
-    while rows.numel() > 0:
-        r = rows.numel()
-        draws = torch.randint(n, (r, m), device=device, generator=generator, dtype=torch.int32)
-        draws, _ = draws.sort(dim=1)
-        duplicate = torch.zeros_like(draws, dtype=torch.bool)
-        duplicate[:, 1:] = draws[:, 1:] == draws[:, :-1]
-        keys = torch.rand(r, m, device=device, generator=generator)
-        keys.masked_fill_(duplicate, 2.0)  # never chosen while a distinct value is left
-        chosen_keys, pos = keys.topk(k, dim=1, largest=False, sorted=False)
-        ok = chosen_keys.amax(dim=1) < 2.0
-        out[rows[ok]] = draws.gather(1, pos)[ok].long()
-        rows = rows[~ok]
+    # Draws per row: E[#distinct of M draws] = n(1 - (1 - 1/n)^M) = n * p; aim 6 sd above K.
+    p = (k + 6.0 * math.sqrt(k) + 1.0) / n
+    if 2 * k <= n and p < 0.75:
+        m = max(k, math.ceil(-n * math.log1p(-p)))
+        for _ in range(3):
+            if rows.numel() == 0:
+                return out
+            r = rows.numel()
+            draws = torch.randint(n, (r, m), device=device, generator=generator, dtype=torch.int32)
+            draws, _ = draws.sort(dim=1)
+            duplicate = torch.zeros_like(draws, dtype=torch.bool)
+            duplicate[:, 1:] = draws[:, 1:] == draws[:, :-1]
+            keys = torch.rand(r, m, device=device, generator=generator)
+            keys.masked_fill_(duplicate, 2.0)  # never chosen while a distinct value is left
+            chosen_keys, pos = keys.topk(k, dim=1, largest=False, sorted=False)
+            ok = chosen_keys.amax(dim=1) < 2.0
+            out[rows[ok]] = draws.gather(1, pos)[ok].long()
+            rows = rows[~ok]
+    if rows.numel() > 0:
+        keys = torch.rand(rows.numel(), n, device=device, generator=generator)
+        out[rows] = keys.topk(k, dim=1, largest=False, sorted=False).indices
     return out
 
 
