@@ -149,9 +149,9 @@ def decode_espnet(s2t, feats: List[torch.Tensor], beam: int, maxlenratio: float,
         enc_s += time.perf_counter() - t0
         enc_cpu += time.process_time() - c0
         if s2t.fixed_length:
-            n = int(cif_out.lengths[0])
+            n = int(cif_out.lengths[0])  # fires: n - 1 tokens, then <eos> at the last fire
             search = BatchBeamSearch(
-                scorers={"decoder": model.decoder, "length": ForceLength(n, V, model.eos)},
+                scorers={"decoder": model.decoder, "length": ForceLength(max(n - 1, 0), V, model.eos)},
                 weights={"decoder": 1.0, "length": 1.0}, beam_size=beam, vocab_size=V, sos=model.sos,
                 eos=model.eos, pre_beam_score_key="full").eval()
             hyps = search(cif_out.outputs[0, : max(n, 1)], maxlenratio=-(n + 2))

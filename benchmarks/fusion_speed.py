@@ -75,12 +75,14 @@ def ilm_params(scorers) -> int:
 
 
 def run_synthetic(args) -> List[Dict]:
+    from espnet_ext.asr.cif import tokens_before_eos
     from espnet_ext.asr.utterance_batch_beam_search import UtteranceBatchBeamSearch
 
     setups = synthetic_scorers(args)
     g = torch.Generator().manual_seed(1)
     lengths = torch.randint(args.min_tokens, args.max_tokens + 1, (args.utterances,), generator=g)
-    xs = torch.randn(args.utterances, int(lengths.max()), args.dim, generator=g)
+    fires = lengths + 1  # CIF fires L + 1 vectors for L tokens: the last is the <eos> step
+    xs = torch.randn(args.utterances, int(fires.max()), args.dim, generator=g)
     tokens = int(lengths.sum())
     searches = {}
     for method in args.methods:
@@ -92,7 +94,7 @@ def run_synthetic(args) -> List[Dict]:
     def decode(search):
         for start in range(0, args.utterances, args.batch_size):
             sl = slice(start, start + args.batch_size)
-            search(xs[sl], lengths[sl], fixed_lengths=lengths[sl])
+            search(xs[sl], fires[sl], fixed_lengths=tokens_before_eos(fires[sl]))
 
     # Repeats interleave the methods so that load changes on a shared machine hit all alike;
     # the minimum over repeats is kept, for wall and for process CPU time.

@@ -290,8 +290,10 @@ def test_cif_decoding_fires_exact_lengths_and_is_batch_invariant(cif_exp, data, 
     assert s2t.fixed_length
     keys = data["decode_keys"]
     speech, lengths = _batch(data, keys)
-    _, _, n_fired = s2t.encode(speech, lengths)
-    n_fired = dict(zip(keys, n_fired.tolist()))
+    with torch.no_grad():  # fire counts straight from the model, one utterance at a time
+        n_fired = {k: int(s2t.asr_model.cif_encode(speech[b:b + 1, : int(lengths[b])],
+                                                   lengths[b:b + 1])[0].lengths[0])
+                   for b, k in enumerate(keys)}
     assert n_fired["zz_short"] == 0 and len(set(n_fired.values())) > 2
     batched = dict(zip(keys, s2t(speech, lengths)))
     eos = s2t.asr_model.eos
@@ -300,15 +302,19 @@ def test_cif_decoding_fires_exact_lengths_and_is_batch_invariant(cif_exp, data, 
         assert [r[3].yseq.tolist() for r in alone] == [r[3].yseq.tolist() for r in batched[k]], k
         for text, token, token_int, hyp in batched[k]:
             yseq = hyp.yseq.tolist()
-            assert len(yseq) == n_fired[k] + 2 and yseq[-1] == eos and eos not in yseq[1:-1]
+            # Training aligns the (L+1)-th integrated vector with <eos>: N fires are N decoder
+            # steps, N - 1 tokens then <eos> (N = 0: <eos> alone), plus <sos> in front.
+            assert len(yseq) == max(n_fired[k], 1) + 1, (k, n_fired[k], yseq)
+            assert yseq[-1] == eos and eos not in yseq[1:-1]
             assert math.isfinite(float(hyp.score)) and float(hyp.scores["decoder"]) < 0
     empty = batched["zz_short"]
     assert len(empty) == 1 and empty[0][2] == [] and empty[0][0] == ""
 
 
 def test_cif_matches_espnet_beam_search_with_a_length_forcing_scorer(tasks, cif_exp, data, tmp_path):
-    """Independent reference: ESPnet's BatchBeamSearch per utterance with a scorer that forbids
-    <eos> before the N-th token and forces it after (espnet-extension.md §4.5)."""
+    """Independent reference: ESPnet's BatchBeamSearch per utterance over the N integrated vectors
+    with a scorer that forbids <eos> before step N - 1 and forces it there (the step training
+    aligns with <eos>)."""
     from espnet.nets.batch_beam_search import BatchBeamSearch
     from espnet.nets.scorer_interface import BatchScorerInterface
 
@@ -330,11 +336,12 @@ def test_cif_matches_espnet_beam_search_with_a_length_forcing_scorer(tasks, cif_
     keys = data["decode_keys"]
     speech, lengths = _batch(data, keys)
     batched = s2t(speech, lengths)
-    xs, xlens, n_fired = s2t.encode(speech, lengths)
+    xs, n_fired, _ = s2t.encode(speech, lengths)
     V = len(model.token_list)
     for b in range(len(keys)):
         n = int(n_fired[b])
-        search = BatchBeamSearch(scorers={"decoder": model.decoder, "len": ForceLength(n, V, model.eos)},
+        search = BatchBeamSearch(scorers={"decoder": model.decoder,
+                                          "len": ForceLength(max(n - 1, 0), V, model.eos)},
                                  weights={"decoder": 1.0, "len": 1.0}, beam_size=3, vocab_size=V,
                                  sos=model.sos, eos=model.eos, pre_beam_score_key="full").eval()
         with torch.no_grad():

@@ -141,3 +141,13 @@ def cif(
     outputs = (out.view(B, N + 1, D)[:, :N] * scale[:, :, None]).to(hidden.dtype)
     return CIFOutput(outputs=outputs, lengths=out_lengths, alpha_sum=alpha_sum,
                      fire_positions=fire_positions, alphas=scaled)
+
+
+def tokens_before_eos(num_fires: torch.Tensor) -> torch.Tensor:
+    """Tokens a CIF hypothesis holds before its ``<eos>``: ``max(N - 1, 0)`` for ``N`` fires.
+
+    Training scales the weights to ``L + 1`` fires and the decoder predicts ``<eos>`` from the
+    ``(L+1)``-th integrated vector, so decoding takes ``N`` steps, the last of which is ``<eos>``.
+    ``N = 0`` or ``1`` gives an empty hypothesis (``<eos>`` at step 0).
+    """
+    return (num_fires - 1).clamp(min=0)

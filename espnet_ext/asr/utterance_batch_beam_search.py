@@ -16,7 +16,9 @@ Two length modes:
 
 - fixed (CIF): utterance ``b`` gets exactly ``fixed_lengths[b]`` tokens; then ``<eos>`` is scored by
   every scorer and appended. EOS is masked out before that step, everything but EOS at it.
-  Finished utterances leave the batch. ``fixed_lengths[b] == 0`` gives ``[sos, eos]``.
+  Finished utterances leave the batch. ``fixed_lengths[b] == 0`` gives ``[sos, eos]``. For CIF,
+  ``fixed_lengths`` is :func:`espnet_ext.asr.cif.tokens_before_eos` of the fire counts: the
+  ``<eos>`` step reads the last integrated vector, as in training.
 - free (attention encoder-decoder): ESPnet ``BatchBeamSearch`` semantics per utterance: hypotheses
   choosing ``<eos>`` end (and are dropped before ``minlen``), an unscored ``<eos>`` is appended at
   ``maxlen``, end detection when ``maxlenratio == 0``. One deliberate difference: a hypothesis that

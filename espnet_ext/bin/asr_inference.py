@@ -5,8 +5,8 @@
         --data_path_and_name_and_type dump/fbank/test/feats.scp,speech,kaldi_ark \
         --output_dir exp/asr/decode/test --config conf/decode_cif.yaml [--lm_train_config ...]
 
-Works for the CIF model (``cif_encode``: exactly as many tokens as CIF fired, then a scored
-``<eos>``) and for stock ESPnet attention encoder-decoder models (free length, ESPnet's
+Works for the CIF model (``cif_encode``: N fires give N decoder steps, the last of which is a
+scored ``<eos>``, as training aligns the (L+1)-th integrated vector with EOS) and for stock ESPnet attention encoder-decoder models (free length, ESPnet's
 maxlenratio/minlenratio/end detection). Utterances are sorted by length and decoded
 ``--batch_size`` at a time with :class:`UtteranceBatchBeamSearch`. Output is ESPnet's layout
 ``<output_dir>/<n>best_recog/{text,token,token_int,score}`` sorted by utterance id, with the
@@ -31,6 +31,7 @@ import espnet_ext  # noqa: F401  (registers the CIF model in ESPnet's task regis
 from espnet.nets.scorer_interface import ScorerInterface
 from espnet2.utils import config_argparse
 from espnet2.utils.types import str2bool, str2triple_str, str_or_none
+from espnet_ext.asr.cif import tokens_before_eos
 from espnet_ext.asr.utterance_batch_beam_search import UtteranceBatchBeamSearch
 
 logger = logging.getLogger("espnet_ext.asr_inference")
@@ -118,8 +119,14 @@ def build_scorers(
         else:
             from espnet2.tasks.lm import LMTask
 
+            from espnet_ext.lm.ilm import check_same_tokens
+
             lm_model, lm_args = LMTask.build_model_from_file(args.lm_train_config, args.lm_file, device)
-            _check_same_tokens(asr_model.token_list, lm_args.token_list, args.lm_file or args.lm_train_config)
+            # One token list, <sos/eos> last, and the ASR model's sos/eos = the LM's (V-1).
+            lm_name = args.lm_file or args.lm_train_config
+            check_same_tokens(asr_model.token_list, lm_args.token_list,
+                              f"ASR model {args.asr_model_file} vs LM {lm_name}",
+                              asr_sos=asr_model.sos, asr_eos=asr_model.eos)
             scorers["lm"] = lm_model.lm
             weights["lm"] = args.lm_weight
     if args.penalty != 0.0:
@@ -240,7 +247,10 @@ class BatchSpeech2Text:
 
     @torch.no_grad()
     def encode(self, speech: torch.Tensor, lengths: torch.Tensor):
-        """(xs (B, T, D), xlens (B,), fixed lengths (B,) or None) for the search."""
+        """(xs (B, T, D), xlens (B,), fixed lengths (B,) or None) for the search.
+
+        CIF: xs are the integrated vectors, xlens the fire counts N and the fixed lengths the
+        tokens before EOS (N - 1, at least 0)."""
         speech = speech.to(device=self.device, dtype=self.dtype)
         lengths = lengths.to(self.device)
         if self.batch_encode:
@@ -255,7 +265,7 @@ class BatchSpeech2Text:
     def _encode(self, speech, lengths):
         if self.fixed_length:
             cif_out, _, _ = self.asr_model.cif_encode(speech, lengths)
-            return cif_out.outputs, cif_out.lengths, cif_out.lengths
+            return cif_out.outputs, cif_out.lengths, tokens_before_eos(cif_out.lengths)
         enc, enc_lens = self.asr_model.encode(speech, lengths)
         if isinstance(enc, tuple):  # encoders with intermediate outputs
             enc = enc[0]

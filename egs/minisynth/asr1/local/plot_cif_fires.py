@@ -87,7 +87,8 @@ def main(cmd=None) -> int:
     tokens = []
     if args.decode_dir is not None:
         tokens = read_table(args.decode_dir / "token").get(utt, "").split()
-    labels = tokens if len(tokens) <= n_fire else []
+    # N fires decode N - 1 tokens; the last fire is the <eos> step.
+    labels = tokens + ["<eos>"] if n_fire > 0 and len(tokens) == n_fire - 1 else []
     ref = read_table(args.data_dir / "text").get(utt, "")
     hyp = read_table(args.decode_dir / "text").get(utt, "") if args.decode_dir else ""
 
@@ -97,8 +98,8 @@ def main(cmd=None) -> int:
     xs_fire = [centre(i) for i in fires]
     for x in xs_fire:
         ax1.axvline(x, color="cyan", linewidth=1.0)
-    # The fired tokens as tick labels on top: the k-th fire emits the k-th decoded token; the
-    # search ends with <eos> after the last fire.
+    # The fired tokens as tick labels on top: the k-th fire emits the k-th decoded token and the
+    # last fire emits <eos>.
     top = ax1.secondary_xaxis("top")
     top.set_xticks(xs_fire)
     top.set_xticklabels([labels[k] if k < len(labels) else "" for k in range(n_fire)],
