@@ -22,7 +22,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 FORTUNES_ZH = Path("/usr/share/games/fortunes/chinese")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -230,3 +230,36 @@ def build_fake_librispeech(root: Path) -> FakeCorpus:
     fake.no_transcript["train_clean_100"] = [stray.stem]
     (base / "SPEAKERS.TXT").write_text("\n".join(speakers_txt) + "\n", encoding="utf-8")
     return fake
+
+
+# Sizes of conf/train_asr_cif_tiny.yaml (seconds per epoch on a CPU).
+TOY_SIZES = {
+    "encoder_conf": ("output_size", "attention_heads", "linear_units", "num_blocks",
+                     "frontend_channels", "cnn_module_kernel", "pooling_layers"),
+    "decoder_conf": ("attention_heads", "linear_units", "num_blocks"),
+}
+
+
+def toy_size_config(src: Path, dest: Path, teacher_dim: Optional[int] = None) -> Path:
+    """A recipe's ASR config at the sizes of conf/train_asr_cif_tiny.yaml, for running the
+    recipe's own configuration on a fabricated corpus: model_conf (token symbols, loss weights),
+    normalisation, augmentation, optimiser and batching stay as in ``src``; the encoder and
+    decoder sizes and the CIF conv width (``conv_channels``: the encoder size) change, with
+    ``teacher_dim`` also ``distill_conf.teacher_dim`` (MiniLM: 384); ``fold_length`` is dropped
+    (asr.sh passes its own, and ESPnet appends command-line values to a config's list)."""
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    tiny = yaml.safe_load((repo / "conf/train_asr_cif_tiny.yaml").read_text(encoding="utf-8"))
+    conf = yaml.safe_load(Path(src).read_text(encoding="utf-8"))
+    for section, keys in TOY_SIZES.items():
+        conf[section].update({k: tiny[section][k] for k in keys})
+    model_conf = conf["model_conf"]
+    if "conv_channels" in model_conf.get("predictor_conf", {}):
+        model_conf["predictor_conf"]["conv_channels"] = tiny["encoder_conf"]["output_size"]
+    if teacher_dim is not None and "distill_conf" in model_conf:
+        model_conf["distill_conf"]["teacher_dim"] = teacher_dim
+    conf.pop("fold_length", None)
+    dest = Path(dest)
+    dest.write_text(yaml.safe_dump(conf, sort_keys=False), encoding="utf-8")
+    return dest

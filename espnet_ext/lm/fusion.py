@@ -8,8 +8,9 @@ the perplexity tool and the speed benchmark:
     --ilm_file  label_ctx: context learner checkpoint; dr/dr_kd: LM checkpoint; dr_2gram: ARPA
     --ilm_train_config  config.yaml of label_ctx/dr/dr_kd (default: next to --ilm_file)
 
-Every ILM is an ESPnet ``AbsLM`` sharing the ASR model's token list (checked); the scorer is
-wrapped in :class:`ClampedScorer` so the negative weight never meets ``-inf``.
+Every ILM is an ESPnet ``AbsLM`` sharing the ASR model's token list, ``<sos/eos>`` last and
+the ASR model's sos/eos (checked at load time); the scorer is wrapped in :class:`ClampedScorer`
+so the negative weight never meets ``-inf``.
 """
 import argparse
 import logging
@@ -40,25 +41,40 @@ def add_ilm_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_ilm(ilm_type: str, asr_model, ilm_file: Optional[str] = None,
-             ilm_train_config: Optional[str] = None, device: str = "cpu") -> Optional[AbsLM]:
-    """The ILM of ``ilm_type`` as an ESPnet LM in eval mode (None for ``none``)."""
+             ilm_train_config: Optional[str] = None, device: str = "cpu",
+             asr_name: Optional[str] = None) -> Optional[AbsLM]:
+    """The ILM of ``ilm_type`` as an ESPnet LM in eval mode (None for ``none``).
+
+    Refused at load time unless the ASR model and the ILM share one token list with
+    ``<sos/eos>`` last and the ASR model's sos/eos are that id (``check_same_tokens``);
+    ``asr_name`` (the ASR model file) goes into the error. ``asr_model`` may be a bare
+    namespace with ``token_list`` only (DR-LMs without an ASR model: no sos/eos to check).
+    """
     if ilm_type == "none":
         return None
+    asr_name = asr_name or "(in memory)"
     if ilm_type in ("zero", "label_ctx"):
-        return internal_lm_from_asr_model(asr_model, ilm_type, ilm_train_config, ilm_file, device)
+        return internal_lm_from_asr_model(asr_model, ilm_type, ilm_train_config, ilm_file, device,
+                                          asr_name=asr_name)
     if ilm_file is None:
         raise ValueError(f"--ilm_type {ilm_type} needs --ilm_file")
     if not Path(ilm_file).exists():
         raise FileNotFoundError(f"--ilm_file {ilm_file} does not exist")
+    sos_eos = dict(asr_sos=getattr(asr_model, "sos", None), asr_eos=getattr(asr_model, "eos", None))
     if ilm_type == "dr_2gram":
         from espnet_ext.lm.ngram import BigramLM
 
+        # The ARPA file's <s>/</s> are read as the token list's <sos/eos>: it must be the ASR
+        # model's sos/eos and the last id.
+        check_same_tokens(asr_model.token_list, asr_model.token_list,
+                          f"ASR model {asr_name} vs 2-gram DR-LM {ilm_file}", **sos_eos)
         return BigramLM(ilm_file, list(asr_model.token_list)).to(device).eval()
     if ilm_type in ("dr", "dr_kd"):
         from espnet2.tasks.lm import LMTask
 
         lm_model, lm_args = LMTask.build_model_from_file(ilm_train_config, ilm_file, device)
-        check_same_tokens(asr_model.token_list, lm_args.token_list, f"{ilm_type} LM {ilm_file}")
+        check_same_tokens(asr_model.token_list, lm_args.token_list,
+                          f"ASR model {asr_name} vs {ilm_type} LM {ilm_file}", **sos_eos)
         lm = lm_model.lm.eval()
         lm.requires_grad_(False)
         return lm
@@ -67,9 +83,9 @@ def load_ilm(ilm_type: str, asr_model, ilm_file: Optional[str] = None,
 
 def build_ilm_scorer(ilm_type: str, asr_model, ilm_file: Optional[str] = None,
                      ilm_train_config: Optional[str] = None,
-                     device: str = "cpu") -> Optional[ClampedScorer]:
+                     device: str = "cpu", asr_name: Optional[str] = None) -> Optional[ClampedScorer]:
     """The ILM as a clamped beam-search scorer (None for ``none``)."""
-    lm = load_ilm(ilm_type, asr_model, ilm_file, ilm_train_config, device)
+    lm = load_ilm(ilm_type, asr_model, ilm_file, ilm_train_config, device, asr_name)
     return None if lm is None else ClampedScorer(lm).to(device).eval()
 
 
@@ -85,7 +101,7 @@ def add_ilm_scorer(scorers: Dict, weights: Dict[str, float], args: argparse.Name
             logging.info(f"internal LM not used (--ilm_type {ilm_type}, --ilm_weight {ilm_weight})")
         return
     scorers["ilm"] = build_ilm_scorer(ilm_type, asr_model, args.ilm_file, args.ilm_train_config,
-                                      device)
+                                      device, asr_name=getattr(args, "asr_model_file", None))
     weights["ilm"] = -ilm_weight
     logging.info(f"internal LM: {ilm_type} ({args.ilm_file or 'ASR decoder'}), weight "
                  f"{-ilm_weight}, {count_ilm_params(scorers['ilm'].scorer):,} ILM parameters")

@@ -13,7 +13,8 @@ perplexity via ``ESPnetLanguageModel``), ``batch_score`` scores hypotheses in be
 :class:`ClampedScorer` makes any scorer safe under a negative fusion weight.
 """
 import contextlib
-from typing import Any, List, Optional, Sequence, Tuple
+from pathlib import Path
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import torch
 from typeguard import typechecked
@@ -303,18 +304,63 @@ class ClampedScorer(torch.nn.Module, BatchScorerInterface):
         return max(float(self.scorer.final_score(state)), self.floor)
 
 
+SOS_EOS = "<sos/eos>"
+
+
+def _tokens(tokens: Union[str, Path, Sequence[str]]) -> List[str]:
+    """A token list given as tokens.txt (one token per line) or as tokens."""
+    if isinstance(tokens, (str, Path)):
+        with open(tokens, encoding="utf-8") as f:
+            return [line.rstrip("\n") for line in f]
+    return list(tokens)
+
+
+def _at(tokens: Sequence[str], i: Optional[int]) -> str:
+    return repr(tokens[i]) if i is not None and 0 <= i < len(tokens) else "out of range"
+
+
 @typechecked
-def check_same_tokens(asr_tokens: Sequence[str], lm_tokens: Sequence[str], what: str) -> None:
-    """The ASR model and an LM scorer must share ids: same token list, ``<sos/eos>`` last."""
-    if list(asr_tokens) != list(lm_tokens):
-        diff = next((i for i, (a, b) in enumerate(zip(asr_tokens, lm_tokens)) if a != b),
-                    min(len(asr_tokens), len(lm_tokens)))
+def check_same_tokens(
+    asr_tokens: Union[str, Path, Sequence[str]],
+    lm_tokens: Union[str, Path, Sequence[str]],
+    what: str,
+    asr_sos: Optional[int] = None,
+    asr_eos: Optional[int] = None,
+) -> None:
+    """One vocabulary convention for an ASR model and every LM scored with it (ESPnet's): the
+    same token list, ``<sos/eos>`` as its last entry, and the ASR model's sos/eos ids (when
+    given) equal to V-1.
+
+    ESPnet LMs, and our ILM, DR-LM, 2-gram and DR-KD LMs, hard-wire sos = eos = V-1; an ASR
+    model whose sos/eos is another token (e.g. a PLM's ``[SEP]`` through ``sym_sos/sym_eos``)
+    would be fused with LMs that start from another history and score another end of sentence.
+    ``what`` names both sides (their files); token lists may be tokens.txt paths. Raises
+    ValueError.
+    """
+    asr, lm = _tokens(asr_tokens), _tokens(lm_tokens)
+    lm_side = f"LM: sos = eos = V-1 = {len(lm) - 1} ({_at(lm, len(lm) - 1)})"
+    if asr_sos is not None or asr_eos is not None:
+        if asr_sos != len(asr) - 1 or asr_eos != len(asr) - 1:
+            raise ValueError(
+                f"{what}: the ASR model's sos/eos ids are {asr_sos}/{asr_eos} "
+                f"({_at(asr, asr_sos)}/{_at(asr, asr_eos)}), but ESPnet LMs use sos = eos = V-1 "
+                f"({lm_side}); the ASR model must use the last token {SOS_EOS} of its token list "
+                f"(no sym_sos/sym_eos in its model_conf)"
+            )
+    if asr != lm:
+        diff = next((i for i, (a, b) in enumerate(zip(asr, lm)) if a != b), min(len(asr), len(lm)))
+        where = {n: (t.index(SOS_EOS) if SOS_EOS in t else None) for n, t in (("asr", asr), ("lm", lm))}
         raise ValueError(
-            f"{what}: token list differs from the ASR model's (sizes {len(asr_tokens)} vs "
-            f"{len(lm_tokens)}, first difference at id {diff}); use the same tokens.txt"
+            f"{what}: token list differs from the ASR model's (sizes {len(asr)} vs {len(lm)}, "
+            f"first difference at id {diff}: ASR {_at(asr, diff)}, LM {_at(lm, diff)}; {SOS_EOS} "
+            f"at id {where['asr']} vs {where['lm']}; {lm_side}); use the same tokens.txt"
         )
-    if asr_tokens[-1] != "<sos/eos>":
-        raise ValueError(f"{what}: <sos/eos> must be the last token (ESPnet LMs use sos=eos=V-1)")
+    if not asr or asr[-1] != SOS_EOS:
+        raise ValueError(
+            f"{what}: {SOS_EOS} must be the last token (ESPnet LMs use sos = eos = V-1 = "
+            f"{len(asr) - 1}, here {_at(asr, len(asr) - 1)}; {SOS_EOS} is at id "
+            f"{asr.index(SOS_EOS) if SOS_EOS in asr else 'none'})"
+        )
 
 
 class HiddenFrozenMixin:
@@ -356,14 +402,21 @@ def load_internal_lm(
 
     asr_model, _ = ASRTask.build_model_from_file(asr_train_config, asr_model_file, device)
     return internal_lm_from_asr_model(asr_model, ilm_type, ctx_train_config, ctx_model_file,
-                                      device)
+                                      device, asr_name=f"{asr_model_file} ({asr_train_config})")
 
 
 def internal_lm_from_asr_model(asr_model, ilm_type: str = "zero",
                                ctx_train_config: Optional[str] = None,
                                ctx_model_file: Optional[str] = None,
-                               device: str = "cpu") -> "InternalLM":
-    """Build the ILM on an already loaded ASR model (shares its decoder)."""
+                               device: str = "cpu", asr_name: Optional[str] = None
+                               ) -> "InternalLM":
+    """Build the ILM on an already loaded ASR model (shares its decoder). The ILM is scored as
+    an ESPnet LM (sos = eos = V-1: DR-KD teacher, perplexity), so the ASR model must use that
+    convention too; ``asr_name`` (its file) goes into the error."""
+    asr_name = asr_name or "(in memory)"
+    check_same_tokens(asr_model.token_list, asr_model.token_list,
+                      f"ASR model {asr_name} vs its internal LM ({ilm_type})",
+                      asr_sos=asr_model.sos, asr_eos=asr_model.eos)
     learner = None
     if ilm_type == "label_ctx":
         if ctx_model_file is None:
@@ -371,7 +424,8 @@ def internal_lm_from_asr_model(asr_model, ilm_type: str = "zero",
         from espnet_ext.lm.context_learner import load_context_learner
 
         learner, token_list = load_context_learner(ctx_train_config, ctx_model_file, device)
-        check_same_tokens(asr_model.token_list, token_list, f"context learner {ctx_model_file}")
+        check_same_tokens(asr_model.token_list, token_list,
+                          f"ASR model {asr_name} vs context learner {ctx_model_file}")
     elif ilm_type != "zero":
         raise ValueError(f"decoder-based ILM type must be zero|label_ctx, got {ilm_type}")
     ilm = InternalLM(asr_model.decoder, learner, sos=asr_model.sos).to(device).eval()

@@ -13,8 +13,11 @@ Layout (what ESPnet's ASR/LM models expect): ``<blank>`` (id 0, CTC blank and LM
   PLM ids need no translation): id 0 (BERT ``[PAD]``) becomes ``<blank>``, id 1 (BERT
   ``[unused0]``) becomes ``<unk>``, every other entry keeps its id and string (``[UNK]`` 100,
   ``[CLS]`` 101, ``[SEP]`` 102 stay ordinary entries; unknown input pieces come out as ``[UNK]``),
-  and ``<sos/eos>`` is appended as id V. Ids 0 and 1 must be special or ``[unused*]`` entries the
-  tokenizer never produces from text, else the builder refuses.
+  and ``<sos/eos>`` is appended as id V, the list's last id: BOS and EOS of the ASR model and of
+  every LM (ESPnet's sos = eos = V-1 of the list), so ``[SEP]`` is never the EOS; the teacher's
+  ``[SEP]`` feature still lines up with the EOS position (teacher rows are positional). Ids 0
+  and 1 must be special or ``[unused*]`` entries the tokenizer never produces from text, else the
+  builder refuses.
 - ``hugging_face`` with ``vocab="compact"``: only the tokenizer pieces that occur in the
   token-training text, by frequency (``<blank>``, ``<unk>``, pieces, ``<sos/eos>``). A small corpus
   uses a few thousand of BERT's 30,522 pieces, so the CTC and decoder output layers shrink by the
