@@ -29,7 +29,7 @@ def rows(summary, name, table="rows"):
     res = summary["results"][name]
     assert MACHINE_KEYS <= set(res["machine"]), res["machine"]
     assert res["run"]["command"].startswith(f"python benchmarks/{name}.py --json --quick")
-    assert res["run"]["wall_s"] >= 0 and res["run"]["cpu_s"] >= 0
+    assert res["run"]["wall_s"] > 0 and res["run"]["cpu_s"] > 0  # a real subprocess ran
     assert res[table], f"{name}: empty {table}"
     return res[table]
 
@@ -78,7 +78,8 @@ def test_feature_speed(quick_run):
 def test_recipe_times(quick_run):
     r = rows(quick_run[1], "recipe_times")
     assert [x["stage"] for x in r] == [1, 3, "total"]
-    assert r[-1]["wall_s"] == 37
+    # --quick reads the built-in example: stage 1 took 7 s, stage 3 30 s; total 7 + 30 = 37 s
+    assert [x["wall_s"] for x in r] == [7, 30, 37]
 
 
 def test_synth_speed(quick_run):

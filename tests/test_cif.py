@@ -83,6 +83,49 @@ def test_multi_fire_frame_splits_exactly():
     assert res.fire_positions[0].tolist() == [1, 1, 2]
 
 
+def official_loop(hidden, alphas, beta=0.99):
+    """The official CIF-HieraDist integrate-and-fire loop, one utterance, no tail handling
+    (written from its description in docs/differences.md, "Reference implementation"): it fires
+    when the accumulated weight reaches 0.99 but always consumes 1.0, and fires at most once per
+    frame."""
+    acc, state, outs = 0.0, torch.zeros(hidden.size(-1), dtype=torch.float64), []
+    for a, h in zip(alphas.tolist(), hidden.double()):
+        if acc + a >= beta:
+            outs.append(state + (1.0 - acc) * h)
+            acc = acc + a - 1.0
+            state = acc * h
+        else:
+            acc += a
+            state = state + a * h
+    return torch.stack(outs) if outs else torch.zeros(0, hidden.size(-1), dtype=torch.float64)
+
+
+def test_matches_the_official_loop_away_from_its_099_margin():
+    """A peer implementation: where no running sum ends within 0.01 below an integer and no weight
+    exceeds 1, firing at 0.99 (official) and at 1.0 (ours) split the frames identically."""
+    g = torch.Generator().manual_seed(0)  # a seed whose running sums satisfy the precondition
+    hidden = torch.randn(1, 60, 3, generator=g, dtype=torch.float64)
+    alphas = torch.rand(1, 60, generator=g, dtype=torch.float64) * 0.5 + 0.05
+    cum = alphas[0].cumsum(0)
+    assert ((torch.ceil(cum) - cum)[cum % 1 != 0] > 0.01).all()  # the precondition holds
+    res = cif(hidden, alphas, torch.tensor([60]))
+    want = official_loop(hidden[0], alphas[0])
+    assert res.lengths.item() == len(want) == int(cum[-1])
+    torch.testing.assert_close(res.outputs[0], want, atol=1e-12, rtol=1e-12)
+    # Inside the margin they differ, as documented: weights 0.995, 0.5, 0.505 on h0, h1, h2.
+    # official: fires at frame 0 with (1 - 0)*h0 = h0 (leftover -0.005), then
+    #           -0.005*h0 + 0.5*h1 + 0.505*h2 at frame 2 (acc -0.005 + 0.5 + 0.505 = 1.0);
+    # ours:     0.995*h0 + 0.005*h1 at frame 1, then 0.495*h1 + 0.505*h2 at frame 2.
+    h = torch.eye(3, dtype=torch.float64)[None]
+    a = torch.tensor([[0.995, 0.5, 0.505]], dtype=torch.float64)
+    torch.testing.assert_close(official_loop(h[0], a[0]),
+                               torch.tensor([[1.0, 0, 0], [-0.005, 0.5, 0.505]], dtype=torch.float64))
+    ours = cif(h, a, torch.tensor([3]))
+    torch.testing.assert_close(ours.outputs[0], torch.tensor([[0.995, 0.005, 0], [0, 0.495, 0.505]],
+                                                             dtype=torch.float64))
+    assert ours.fire_positions[0].tolist() == [1, 2]
+
+
 def test_tail_same_alone_or_longest_in_batch():
     g = torch.Generator().manual_seed(5)
     h = torch.randn(1, 30, 3, generator=g)
@@ -134,15 +177,35 @@ def test_gradcheck_fp64(training):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_low_precision_inputs(device, dtype):
     hidden, alphas, lengths = _batch(4, 200, 8, seed=4, device=device, dtype=dtype)
+    lengths = lengths.clamp(min=1)
+    hidden.requires_grad_()
+    alphas.requires_grad_()
     target = torch.randint(20, 50, (4,), device=device)
-    res = cif(hidden, alphas, lengths.clamp(min=1), target_lengths=target)
+    res = cif(hidden, alphas, lengths, target_lengths=target)
     assert res.outputs.dtype == dtype
     assert res.lengths.tolist() == target.tolist()  # exact count despite low-precision weights
-    ref, _ = cif_sequential(hidden.float().cpu(), alphas.float().cpu(), lengths.clamp(min=1).cpu(),
+    ref, _ = cif_sequential(hidden.detach().float().cpu(), alphas.detach().float().cpu(), lengths.cpu(),
                             1.0, target.cpu(), None)
     for b, o in enumerate(ref):
         torch.testing.assert_close(res.outputs[b, :len(o)].double().cpu(), o, atol=0.05, rtol=0.02)
-    res.outputs.float().sum().backward() if res.outputs.requires_grad else None
+
+    # Gradients of S = sum of every output, by hand. In training the valid frames' scaled weights
+    # a'_t = a_t L / A (A = sum of the valid a_t) sum to exactly L and all of it lands in the L
+    # tokens, so S = sum_t a'_t g_t with g_t = sum_d h_td, hence
+    #   dS/dh_td = a'_t                                 (0 on padded frames)
+    #   dS/da_t  = L/A g_t - sum_s a_s L g_s / A^2 = (L/A) (g_t - S/L)   (0 on padded frames)
+    res.outputs.float().sum().backward()
+    h, a = hidden.detach().double().cpu(), alphas.detach().double().cpu()
+    valid = (torch.arange(200)[None] < lengths.cpu()[:, None]).double()
+    a = a * valid
+    L, A = target.cpu().double()[:, None], a.sum(1, keepdim=True)
+    g = h.sum(-1)
+    S = (a * L / A * g).sum(1, keepdim=True)
+    want_h = (a * L / A)[:, :, None].expand_as(h)
+    want_a = (L / A) * (g - S / L) * valid
+    assert hidden.grad.dtype == dtype and alphas.grad.dtype == dtype
+    torch.testing.assert_close(hidden.grad.double().cpu(), want_h, atol=5e-3, rtol=1e-2)
+    torch.testing.assert_close(alphas.grad.double().cpu(), want_a, atol=0.05, rtol=1e-2)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -86,6 +86,7 @@ def test_fix_keeps_consistent_utterances_and_reports_the_rest(tmp_path, caplog):
 
 def test_split_rows_is_balanced_and_deterministic():
     parts = dd.split_rows(list(range(10)), 4)
+    # boundaries floor(10 i / 4) = 0, 2, 5, 7, 10: sizes 2, 3, 2, 3 (differ by at most one)
     assert parts == [[0, 1], [2, 3, 4], [5, 6], [7, 8, 9]]
     assert dd.split_rows(list(range(10)), 4) == parts
     with pytest.raises(dd.DataDirError, match="cannot split 3 lines into 4"):

