@@ -51,15 +51,55 @@ def fast_run(tmp_path_factory):
 
 
 def wer_rows(results: str) -> dict:
-    """{decode dir/test set: (Snt, Err)} from the WER tables of RESULTS.md."""
-    rows, metric = {}, None
+    """{decode dir/test set: {exp, snt, wrd, corr, sub, del, ins, err}} from the WER tables of
+    RESULTS.md (exp: the "## exp/..." section the row is in)."""
+    rows, metric, exp = {}, None, None
     for line in results.splitlines():
+        if line.startswith("## "):
+            exp = line[3:].strip()
         if line.startswith("### "):
             metric = line[4:].strip()
         m = re.match(r"^\|([^|]+/[^|]+)\|(\d+)\|(\d+)\|([\d.]+)\|([\d.]+)\|([\d.]+)\|([\d.]+)\|([\d.]+)\|", line)
         if m and metric == "WER":
-            rows[m.group(1)] = (int(m.group(2)), float(m.group(8)))
+            rows[m.group(1)] = dict(exp=exp, snt=int(m.group(2)), wrd=int(m.group(3)),
+                                    **{k: float(m.group(i)) for i, k in enumerate(
+                                        ("corr", "sub", "del", "ins", "err"), 4)})
     return rows
+
+
+def read_kaldi_text(path: Path) -> dict:
+    """{utt: list of words} of a Kaldi text file (a bare id: no words)."""
+    out = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            utt, _, words = line.partition(" ")
+            out[utt] = words.split()
+    return out
+
+
+def alignment_cost(ref: list, hyp: list) -> int:
+    """Least cost of aligning ``hyp`` to ``ref`` with sclite's word weights: substitution 4,
+    insertion 3, deletion 3 (dynamic programming, written here independently of sclite). Every
+    minimal alignment sclite may pick has this cost, so its S, D, I satisfy 4S + 3D + 3I = cost."""
+    prev = [3 * j for j in range(len(hyp) + 1)]
+    for i in range(1, len(ref) + 1):
+        cur = [3 * i] + [0] * len(hyp)
+        for j in range(1, len(hyp) + 1):
+            cur[j] = min(prev[j - 1] + (0 if ref[i - 1] == hyp[j - 1] else 4), prev[j] + 3, cur[j - 1] + 3)
+        prev = cur
+    return prev[-1]
+
+
+def check_wer_row(row: dict, refs: dict, hyps: dict) -> None:
+    """A RESULTS.md WER row against the test set's transcripts and the decoding's hypotheses."""
+    assert sorted(hyps) == sorted(refs)
+    n_words = sum(len(words) for words in refs.values())
+    assert (row["snt"], row["wrd"]) == (len(refs), n_words)
+    # Counts back from the percentages (one decimal: exact while n_words < 1000).
+    S, D, I = (round(row[k] * n_words / 100) for k in ("sub", "del", "ins"))
+    assert 4 * S + 3 * D + 3 * I == sum(alignment_cost(refs[u], hyps[u]) for u in refs), row
+    assert row["err"] == pytest.approx(100 * (S + D + I) / n_words, abs=0.051), row
+    assert row["corr"] == pytest.approx(100 * (n_words - S - D) / n_words, abs=0.051), row
 
 
 @pytest.mark.slow
@@ -70,10 +110,11 @@ def test_fast_recipe_results_have_every_row(fast_run):
         with_lm = [k for k in rows if k.endswith("/" + test_set) and "_lm_" in k.split("/")[0]]
         without_lm = [k for k in rows if k.endswith("/" + test_set) and "_lm_" not in k.split("/")[0]]
         assert len(with_lm) == 1 and len(without_lm) == 1, (test_set, sorted(rows))
+        refs = read_kaldi_text(fast_run / "data" / test_set / "text")
+        assert len(refs) == FAST_SIZES[test_set]
         for key in with_lm + without_lm:
-            snt, err = rows[key]
-            assert snt == FAST_SIZES[test_set], (key, snt)  # sclite scored every utterance
-            assert err >= 0.0
+            hyps = read_kaldi_text(fast_run / rows[key]["exp"] / key / "text")  # the decoding's 1-best
+            check_wer_row(rows[key], refs, hyps)
     # Model, parameter count, LM perplexities, the shared stage table and run.sh's own sections.
     assert "- model: cif (encoder conformer_pooling, decoder cif_ar); parameters: " in results
     assert "## LM perplexity" in results
@@ -112,6 +153,26 @@ def table3(results: str) -> dict:
             ([c.strip() for c in line.strip("|").split("|")] for line in table[2:])}
 
 
+def check_ilm_params(ilm_params: dict, asr_exp: Path, ilm_exp: Path) -> None:
+    """Table 3's ILM parameter counts (DR-KD paper Fig. 1a) from the trained files, by hand:
+    ILME-Z runs the ASR decoder (its tensors in the model file), ILME-L also the context learner,
+    an LSTM over the labels: embedding V*E, LSTM 4H(E+H) + 8H (two bias vectors), output
+    layer H*C + C for the C-dim CIF vector."""
+    import torch
+    import yaml
+
+    state = torch.load(asr_exp / "valid.acc.ave.pth", map_location="cpu", weights_only=True)
+    decoder = sum(v.numel() for k, v in state.items() if k.startswith("decoder."))
+    asr_conf = yaml.safe_load((asr_exp / "config.yaml").read_text(encoding="utf-8"))
+    (ctx_conf,) = ilm_exp.glob("ilm_ctx*/config.yaml")
+    learner_conf = yaml.safe_load(ctx_conf.read_text(encoding="utf-8"))["learner_conf"]
+    assert learner_conf.get("num_layers", 1) == 1, learner_conf
+    V, C = len(asr_conf["token_list"]), asr_conf["encoder_conf"]["output_size"]
+    E, H = learner_conf["embed_size"], learner_conf["hidden_size"]
+    learner = V * E + 4 * H * (E + H) + 8 * H + H * C + C
+    assert ilm_params == {"ILME-Z": decoder, "ILME-L": decoder + learner}, (decoder, learner)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not WITH_ILM, reason="MINISYNTH_TEST_ILM=0: the recipe ran without --ilm")
 def test_fast_recipe_ilm_table3(fast_run):
@@ -128,10 +189,12 @@ def test_fast_recipe_ilm_table3(fast_run):
             weights = row[f"(λ_ILM, λ_ELM) {condition}"]
             assert weights == "-" if method == "No LM" else re.match(r"^\([\d.]+, [\d.]+\)$", weights)
         assert float(row["audio-s/s"]) > 0, method
-        if method not in ("No LM", "SF"):
-            assert int(row["ILM params"].replace(",", "")) > 0, method
-    # Every cell is a complete sclite score of the test set.
+        if method in ("No LM", "SF"):
+            assert row["ILM params"] == "-", method
     ilm_exp = next((fast_run / "exp").glob("ilm_*"))
+    check_ilm_params({m: int(r["ILM params"].replace(",", "")) for m, r in rows.items()
+                      if m in ("ILME-Z", "ILME-L")}, fast_run / "exp" / ("asr_" + ilm_exp.name[4:]), ilm_exp)
+    # Every cell is a complete sclite score of the test set.
     for method in ("none", "sf", "ilme_z", "ilme_l", "dr", "dr_2gram", "drkd_z", "drkd_l"):
         for condition, test_set in (("intra", "test_in"), ("cross", "test_cross")):
             decode_dir = ilm_exp / f"decode_{condition}_{method}" / test_set
