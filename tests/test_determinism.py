@@ -35,6 +35,7 @@ def test_features_are_byte_identical_and_independent_of_the_split(speech_corpus,
         whole = dict(kaldiio.load_scp_sequential("feats.scp"))
         parts = {**dict(kaldiio.load_scp_sequential("p1.scp")),
                  **dict(kaldiio.load_scp_sequential("p2.scp"))}
+    # 10 training sentences, each read by 2 of the 4 speakers (tests/speech_fixtures.py)
     assert whole.keys() == parts.keys() and len(whole) == 20
     assert all(np.array_equal(whole[k], parts[k]) for k in whole)
 
@@ -93,4 +94,4 @@ def test_decoded_text_is_byte_identical_across_runs(tmp_path_factory):
     _same_files(root / "a/1best_recog", root / "b/1best_recog", names)
     asr_inference.main(args + ["--output_dir", str(root / "bs1"), "--batch_size", "1"])
     _same_files(root / "a/1best_recog", root / "bs1/1best_recog", ["text", "token", "token_int"])
-    assert len((root / "a/1best_recog/text").read_text().splitlines()) == 20
+    assert len((root / "a/1best_recog/text").read_text().splitlines()) == 20  # valid: 40 // 2 utterances

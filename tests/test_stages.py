@@ -116,6 +116,7 @@ def test_stages_run_once_then_skip_and_redo_only_what_is_missing(speech_corpus, 
     assert "1 not in text: 'spkA-00'" in r.stderr
     assert latest_status(recipe) == {1: "ran", 2: "skipped", 3: "ran", 4: "ran", 5: "ran"}
     feats = recipe / "dump" / "fbank"
+    # speech fixture: 10/3/3 sentences x 2 speakers each; train lost spkA-00's transcript
     for name, n in (("train", 19), ("dev", 6), ("test", 6)):
         assert len((feats / name / "feats.scp").read_text().splitlines()) == n
         assert (feats / name / "feats_dim").read_text().strip() == "80"
