@@ -311,3 +311,16 @@ def test_ilm_context_train_refuses_an_asr_model_with_sep_as_sos_eos(models, tmp_
     assert str(asr[1]) in msg and str(asr[2]) in msg and str(models["tokens"]) in msg
     assert f"sos/eos ids are {SEP_ID}/{SEP_ID}" in msg and f"V-1 = {SOS_EOS_ID}" in msg
     assert not (out / "checkpoint.pth").exists()
+
+
+def test_ilm_stages_precheck_refuses_an_asr_model_with_sep_as_sos_eos(models):
+    """``python -m espnet_ext.lm.ilm`` (utils/ilm_stages.sh runs it before training any LM)."""
+    from espnet_ext.lm.ilm import main
+
+    sep_config, tokens = models["asr_sep"][1], models["tokens"]
+    with pytest.raises(SystemExit) as err:
+        main(["--asr_train_config", str(sep_config), "--token_list", str(tokens)])
+    msg = str(err.value.code)
+    assert str(sep_config) in msg and str(tokens) in msg
+    assert f"sos/eos ids are {SEP_ID}/{SEP_ID}" in msg and f"V-1 = {SOS_EOS_ID}" in msg
+    main(["--asr_train_config", str(models["asr"][1]), "--token_list", str(tokens)])  # accepted

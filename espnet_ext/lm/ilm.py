@@ -432,3 +432,31 @@ def internal_lm_from_asr_model(asr_model, ilm_type: str = "zero",
     ilm.requires_grad_(False)
     ilm.token_list = list(asr_model.token_list)
     return ilm
+
+
+def main(cmd: Optional[List[str]] = None) -> None:
+    """CLI: ``python -m espnet_ext.lm.ilm --asr_train_config C --token_list T``: refuse (exit 1,
+    the error on stderr) an ASR model whose token list differs from the LMs' ``T`` or whose
+    sos/eos is not its last entry. utils/ilm_stages.sh runs it before training any LM; the model
+    is built from its config only (ESPnet's own sos/eos rule, no checkpoint needed)."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--asr_train_config", required=True, help="the ASR model's config.yaml")
+    parser.add_argument("--token_list", required=True, help="tokens.txt of the LMs")
+    args = parser.parse_args(cmd)
+    import espnet_ext  # noqa: F401  (registers our ASR model classes)
+    from espnet2.tasks.asr import ASRTask
+
+    model, _ = ASRTask.build_model_from_file(args.asr_train_config, None, "cpu")
+    try:
+        check_same_tokens(model.token_list, args.token_list,
+                          f"ASR model {args.asr_train_config} vs LM token list {args.token_list}",
+                          asr_sos=model.sos, asr_eos=model.eos)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()
