@@ -1,6 +1,6 @@
 """A private single-node Slurm cluster on localhost for integration tests.
 
-Recipe: shared/docs/environment.md §2. Everything lives in one temporary directory (config, munge
+Everything lives in one temporary directory (config, munge
 key and socket, state, spool, logs) with free ports, and ``SLURM_CONF`` points every Slurm client
 at it, so a system Slurm (``/etc/slurm``) is neither used nor touched. The fixture starts munged,
 slurmctld and slurmd as background children, waits for the node to be ``idle``, and at the end

@@ -214,7 +214,8 @@ def test_audio_too_short_for_one_cif_fire(cif_model, tmp_path):
                         f"{tmp_path / 'f.scp'},speech,kaldi_ark", "--output_dir", str(out)])
     text = dict(line.split(" ", 1) for line in (out / "1best_recog/text").read_text().splitlines())
     assert text["short"] == "" and all(text[k] for k in text if k != "short")
-    assert ("1 utterance(s) too short for one CIF fire (written as empty text): short"
+    assert ("1 utterance(s) with fewer than two CIF fires (the last fire is <eos>; written as "
+            "empty text): short"
             in (out / "decode.log").read_text())
 
     model, _ = ASRTask.build_model_from_file(exp / "config.yaml", exp / "valid.acc.ave.pth", "cpu")

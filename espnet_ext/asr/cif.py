@@ -9,7 +9,7 @@ token it ends in (``last``) and whole tokens strictly inside the frame (``middle
 ``first`` is added with ``index_add`` over flattened rows; each token has at most one ``middle`` frame,
 found by ``searchsorted``, and the frame holding a ``last`` share is the fire frame of the token before. No Python loop over frames, one host sync (the output length).
 
-Differences from the official HKD code (shared/docs/reference-hkd.md §3), all deliberate:
+Differences from the official HKD code (docs/differences.md), all deliberate:
 - fires exactly at multiples of ``threshold`` and consumes ``threshold`` (the reference fires at
   0.99 but subtracts 1.0, leaving negative remainders); a frame may fire several times;
 - accumulation in fp64 whatever the input dtype (the reference runs in fp16 under --fp16);

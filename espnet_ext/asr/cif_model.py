@@ -1,7 +1,7 @@
 """CIF encoder-decoder ASR model for ESPnet2 (model choice ``cif``).
 
 encoder (80 ms frames) -> CTC head and CIF predictor -> token-level vectors c_1..c_{L+1} ->
-autoregressive CIF decoder (HKD paper §2.1.1; reference: shared/docs/reference-hkd.md §2-§6).
+autoregressive CIF decoder (HKD paper §2.1.1; reference: docs/differences.md).
 The EOS is a CIF token: CIF scaling/quantity targets, CE targets and CTC targets all have L+1
 tokens (``<sos/eos>`` appended).
 

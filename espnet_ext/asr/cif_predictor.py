@@ -1,7 +1,7 @@
 """CIF weight predictor + integrate-and-fire: encoder frames -> token-level acoustic vectors.
 
 Weights a_t = sigmoid(Linear(Dropout(Conv1d_k3(h)))), with no nonlinearity between the conv and the
-linear layer (as the reference, shared/docs/reference-hkd.md §3), masked to valid frames, then
+linear layer (as the reference, docs/differences.md), masked to valid frames, then
 integrated by :func:`espnet_ext.asr.cif.cif` over the encoder output ``h`` itself.
 Training (``target_lengths`` given): weights scaled so that exactly L+1 tokens fire (EOS counts).
 Inference: unscaled weights, a residual >= ``tail_threshold`` emits a last token.

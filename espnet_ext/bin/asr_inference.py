@@ -6,8 +6,8 @@
         --output_dir exp/asr/decode/test --config conf/decode_cif.yaml [--lm_train_config ...]
 
 Works for the CIF model (``cif_encode``: N fires give N decoder steps, the last of which is a
-scored ``<eos>``, as training aligns the (L+1)-th integrated vector with EOS) and for stock ESPnet attention encoder-decoder models (free length, ESPnet's
-maxlenratio/minlenratio/end detection). Utterances are sorted by length and decoded
+scored ``<eos>``, as training aligns the (L+1)-th integrated vector with EOS) and for stock ESPnet
+attention encoder-decoder models (free length, ESPnet's maxlenratio/minlenratio/end detection). Utterances are sorted by length and decoded
 ``--batch_size`` at a time with :class:`UtteranceBatchBeamSearch`. Output is ESPnet's layout
 ``<output_dir>/<n>best_recog/{text,token,token_int,score}`` sorted by utterance id, with the
 score as a plain float; the log ends with the decoding speed (RTF, audio seconds per second).
@@ -140,14 +140,6 @@ def build_scorers(
     add_ilm_scorer(scorers, weights, args, asr_model, device)
     # --- end internal-LM fusion ---
     return scorers, weights
-
-
-def _check_same_tokens(asr_tokens: Sequence[str], lm_tokens, where: str) -> None:
-    if isinstance(lm_tokens, str):
-        lm_tokens = [t.rstrip("\n") for t in Path(lm_tokens).read_text(encoding="utf-8").splitlines()]
-    if list(asr_tokens) != list(lm_tokens):
-        raise ValueError(f"LM {where}: its token list ({len(lm_tokens)} tokens) differs from the "
-                         f"ASR model's ({len(asr_tokens)}); shallow fusion needs the same list")
 
 
 def padding_exact_encoding(asr_model) -> bool:
@@ -407,8 +399,8 @@ def inference(args: argparse.Namespace, build_scorers: Callable = build_scorers)
         if s2t.fixed_length:
             no_fire = sorted(k for k, v in results.items() if v and len(v[0][3].yseq) <= 2)
             if no_fire:
-                logger.warning(f"{len(no_fire)} utterance(s) too short for one CIF fire (written as "
-                               f"empty text): {', '.join(no_fire[:20])}")
+                logger.warning(f"{len(no_fire)} utterance(s) with fewer than two CIF fires (the last "
+                               f"fire is <eos>; written as empty text): {', '.join(no_fire[:20])}")
         write_results(output_dir, results, args.nbest)
         speed = {"utterances": len(keys), "audio_seconds": audio_s, "wall_seconds": wall,
                  "rtf": wall / audio_s if audio_s > 0 else float("nan"),

@@ -5,7 +5,7 @@ unchanged (comments included) with a ``distill_conf`` block inserted under ``mod
 result is checked to parse to exactly the base plus that block.
 
 Variants (λ = loss weight, α inside the loss as paper eq. 3-4; values of paper §3.2/§4.1 and the
-reference run, shared/docs/reference-hkd.md §7):
+reference run, docs/differences.md):
     acd      contrastive AD λ 1.0 (τ 0.02, K 700)            Table 1 "+ACD", Table 2 CONT w/o LRD
     lrd      LRD λ 0.01 (sum over dims)                       Table 1 "+LRD"
     hkd      ACD + LRD                                        Table 1 "+HKD", Table 2 CONT w/ LRD

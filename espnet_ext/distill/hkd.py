@@ -6,7 +6,7 @@ under teacher forcing and the teacher features of the batch (ESPnet data key ``p
 online PLM). All weights here (the two projections) are training heads: the model's inference copy
 drops the whole module.
 
-Faithful to the official code (shared/docs/reference-hkd.md §7): teacher row j describes target
+Faithful to the official code (docs/differences.md): teacher row j describes target
 position j (its [SEP] row the EOS position); per utterance the first min(teacher rows, CIF tokens)
 positions are distilled; ACD = InfoNCE over batch-wide teacher negatives (τ 0.02, K 700, own index
 removed, K -> int(0.8 N) for small batches); LRD = MSE between the projected decoder state and the

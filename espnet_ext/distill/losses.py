@@ -2,7 +2,7 @@
 
 Every loss returns a SUM over tokens (and dims where stated), the way the official CIF-HieraDist
 criterion does; the caller divides by the number of target tokens (incl. EOS) of the batch
-(shared/docs/reference-hkd.md §6-7). Inputs are flattened to the N valid tokens of a batch:
+(docs/differences.md). Inputs are flattened to the N valid tokens of a batch:
 ``student`` (N, D) projected student vectors, ``teacher`` (N, D) teacher features of the same
 tokens. Losses are computed in fp32 whatever the input dtype (the reference casts to float).
 

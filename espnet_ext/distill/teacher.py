@@ -1,6 +1,6 @@
 """Frozen pre-trained LM (PLM) teacher: loading, ASR-token alignment and feature extraction.
 
-Alignment contract (paper §2.1.2, reference-hkd.md §7.2): for an utterance of L ASR tokens the PLM
+Alignment contract (paper §2.1.2, docs/differences.md): for an utterance of L ASR tokens the PLM
 input is ``[CLS] t_1 .. t_L [SEP]``; dropping the [CLS] output leaves L + 1 rows, row j describing
 ASR token j and the last row ([SEP]) the EOS position. This only holds when the PLM tokenises the
 transcript into exactly one token per ASR token; the reference never checks it (digits or latin
@@ -165,7 +165,7 @@ class PLMTeacher:
     """A frozen PLM giving per-utterance features of shape (L + 1, D) aligned to ASR tokens.
 
     Deliberately not a ``torch.nn.Module``: a model holding it keeps it out of ``state_dict()``,
-    ``parameters()`` and ``train()`` (shared/docs/espnet-extension.md §3.2).
+    ``parameters()`` and ``train()`` (ESPnet's trainer calls both on every model part).
     """
 
     def __init__(

@@ -1,8 +1,9 @@
 """Collect a recipe's sclite results into RESULTS.md.
 
 Every ``<asr exp>/<decode dir>/<set>/score_<cer|wer|ter>/result.txt`` below the scanned
-directories becomes a row ``|dataset|Snt|Wrd|Corr|Sub|Del|Ins|Err|S.Err|`` (percentages from
-sclite's Sum/Avg line; dataset = ``<decode dir>/<set>``), grouped per experiment and metric. Each
+directories becomes a row ``|dataset|Snt|Wrd|Corr|Sub|Del|Ins|Err|S.Err|Len|`` (percentages from
+sclite's Sum/Avg line; dataset = ``<decode dir>/<set>``; Len = mean hypothesis-minus-reference
+length per utterance), grouped per experiment and metric. Each
 experiment also gets its model classes and config (from ``config.yaml``), parameter count
 (counted from a saved model), training wall time (runner log footers of ``train*.log``) and
 decoding wall time. LM perplexities and the recipe's per-stage wall times
@@ -24,6 +25,17 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 _ELAPSED_RE = re.compile(r"^# Ended \(code (-?\d+)\) at .*, elapsed time (\d+) seconds")
 MODEL_FILES = ("valid.acc.ave.pth", "valid.loss.ave.pth", "valid.acc.best.pth",
                "valid.loss.best.pth", "latest.pth")
+
+
+_UNITS = {"wer": "words", "cer": "characters", "ter": "tokens"}
+
+
+def length_difference(result: Dict[str, float]) -> float:
+    """Mean hypothesis-minus-reference length per utterance from sclite's Sum/Avg counts:
+    insertions lengthen a hypothesis, deletions shorten it, substitutions keep its length."""
+    if not result["snt"]:
+        return 0.0
+    return (result["ins"] - result["del"]) / 100.0 * result["wrd"] / result["snt"]
 
 
 def log_elapsed(path) -> Optional[int]:
@@ -138,7 +150,7 @@ def render(roots: List[Path], title: str = "RESULTS") -> str:
         lines += [f"## {exp}", "",
                   f"- model: {model}; parameters: {_human(count_parameters(exp))}",
                   f"- config: {cfg.get('config', '?')}",
-                  f"- training wall time: " + (f"{sum(train_sec)} s" + (
+                  "- training wall time: " + (f"{sum(train_sec)} s" + (
                       f" over {len(train_sec)} runs (resumed)" if len(train_sec) > 1 else "")
                       if train_sec else "unknown")]
         decode = []
@@ -152,16 +164,17 @@ def render(roots: List[Path], title: str = "RESULTS") -> str:
         lines.append("")
         for metric in OrderedDict.fromkeys(m for m, _, _ in items):
             lines += [f"### {metric.upper()}", "",
-                      "|dataset|Snt|Wrd|Corr|Sub|Del|Ins|Err|S.Err|",
-                      "|---|---|---|---|---|---|---|---|---|"]
+                      "|dataset|Snt|Wrd|Corr|Sub|Del|Ins|Err|S.Err|Len|",
+                      "|---|---|---|---|---|---|---|---|---|---|"]
             for m, dataset, res in items:
                 if m != metric:
                     continue
                 r = parse_result(res)
                 lines.append(f"|{dataset}|{r['snt']:.0f}|{r['wrd']:.0f}|{r['corr']:.1f}|"
                              f"{r['sub']:.1f}|{r['del']:.1f}|{r['ins']:.1f}|{r['err']:.1f}|"
-                             f"{r['serr']:.1f}|")
-            lines.append("")
+                             f"{r['serr']:.1f}|{length_difference(r):+.2f}|")
+            lines += ["", "Len: mean hypothesis minus reference length per utterance, in "
+                      f"{_UNITS.get(metric, metric)} ((Ins - Del) x Wrd / Snt).", ""]
     ppl_rows = []
     for root in roots:
         for ppl in sorted(root.rglob("perplexity_*/ppl")):

@@ -1,7 +1,7 @@
 """Autoregressive CIF decoder: a causal transformer without cross-attention.
 
 Acoustic information enters only by concatenation with the CIF outputs c_i (HKD paper §2.1.1,
-reference: shared/docs/reference-hkd.md §4):
+reference: docs/differences.md):
 
     x_i = W_in [Emb(y_{i-1}) * sqrt(d) ; c_{i-1}] + PE(i)      (y_{-1} = <sos>, c_{-1} = 0)
     h   = causal pre-LN self-attention blocks (ESPnet's transformer EncoderLayer + causal mask)

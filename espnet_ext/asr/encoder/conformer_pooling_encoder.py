@@ -1,6 +1,6 @@
 """Conformer encoder with a conv2d/2 front-end and time max-pooling between blocks.
 
-The encoder of the CIF ASR model (HKD paper §2.1.1/§3.2; reference: shared/docs/reference-hkd.md §2):
+The encoder of the CIF ASR model (HKD paper §2.1.1/§3.2; reference: docs/differences.md):
 one Conv2d(1->C, 3x3, stride 2) + ReLU, flatten, Linear(C*F'->d); x*sqrt(d); Linear(d->d) + dropout;
 then Conformer blocks built from ESPnet's own layer classes (macaron FFN, rel-pos MHSA "latest",
 convolution module, FFN, final LN) with MaxPool(2) over time after the blocks listed in
