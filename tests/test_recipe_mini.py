@@ -90,16 +90,25 @@ def alignment_cost(ref: list, hyp: list) -> int:
     return prev[-1]
 
 
-def check_wer_row(row: dict, refs: dict, hyps: dict) -> None:
-    """A RESULTS.md WER row against the test set's transcripts and the decoding's hypotheses."""
+def sclite_counts(dtl: Path) -> dict:
+    """Absolute counts of sclite's result.dtl: {sub, del, ins, ref, hyp}."""
+    text = dtl.read_text(encoding="utf-8", errors="replace")
+    pat = {"sub": "Percent Substitution", "del": "Percent Deletions", "ins": "Percent Insertions",
+           "ref": "Ref. words", "hyp": "Hyp. words"}
+    return {k: int(re.search(re.escape(v) + r"\s+=[^(]*\(\s*(\d+)\)", text).group(1)) for k, v in pat.items()}
+
+
+def check_wer_row(row: dict, refs: dict, hyps: dict, counts: dict) -> None:
+    """A RESULTS.md WER row and sclite's counts (``sclite_counts``) against the test set's
+    transcripts and the decoding's hypotheses."""
     assert sorted(hyps) == sorted(refs)
     n_words = sum(len(words) for words in refs.values())
     assert (row["snt"], row["wrd"]) == (len(refs), n_words)
-    # Counts back from the percentages (one decimal: exact while n_words < 1000).
-    S, D, I = (round(row[k] * n_words / 100) for k in ("sub", "del", "ins"))
-    assert 4 * S + 3 * D + 3 * I == sum(alignment_cost(refs[u], hyps[u]) for u in refs), row
-    assert row["err"] == pytest.approx(100 * (S + D + I) / n_words, abs=0.051), row
-    assert row["corr"] == pytest.approx(100 * (n_words - S - D) / n_words, abs=0.051), row
+    assert (counts["ref"], counts["hyp"]) == (n_words, sum(len(words) for words in hyps.values()))
+    S, D, I = counts["sub"], counts["del"], counts["ins"]
+    assert 4 * S + 3 * D + 3 * I == sum(alignment_cost(refs[u], hyps[u]) for u in refs), (row, counts)
+    for key, n in (("sub", S), ("del", D), ("ins", I), ("err", S + D + I), ("corr", n_words - S - D)):
+        assert row[key] == pytest.approx(100 * n / n_words, abs=0.051), (key, row, counts)
 
 
 @pytest.mark.slow
@@ -113,8 +122,9 @@ def test_fast_recipe_results_have_every_row(fast_run):
         refs = read_kaldi_text(fast_run / "data" / test_set / "text")
         assert len(refs) == FAST_SIZES[test_set]
         for key in with_lm + without_lm:
-            hyps = read_kaldi_text(fast_run / rows[key]["exp"] / key / "text")  # the decoding's 1-best
-            check_wer_row(rows[key], refs, hyps)
+            decode = fast_run / rows[key]["exp"] / key
+            check_wer_row(rows[key], refs, read_kaldi_text(decode / "text"),  # the decoding's 1-best
+                          sclite_counts(decode / "score_wer" / "result.dtl"))
     # Model, parameter count, LM perplexities, the shared stage table and run.sh's own sections.
     assert "- model: cif (encoder conformer_pooling, decoder cif_ar); parameters: " in results
     assert "## LM perplexity" in results
