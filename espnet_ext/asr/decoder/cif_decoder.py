@@ -8,7 +8,9 @@ reference: docs/differences.md):
     o_i = W_out [LN(h_i) ; c_i]                                  (pre-vocabulary state, for LRD)
     logits_i = W_vocab o_i                                       (W_in, W_out, W_vocab without bias)
 
-c_i is zero for i >= N (number of CIF tokens), in particular at the EOS step i = N.
+c_i is zero for i >= N (number of CIF vectors). Training scales the weights to N = L + 1 fires, so
+the EOS step i = L reads the last integrated vector c_L; decoding does the same (N fires: N - 1
+tokens, then EOS at step N - 1, see espnet_ext.asr.cif.tokens_before_eos).
 
 Scorer contract (beam search): ``batch_score(ys (n, L) incl. <sos>, states, xs (n, N, D))``
 scores step i = L - 1 with xs the (zero-padded) CIF outputs of each hypothesis's utterance. The
