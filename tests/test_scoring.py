@@ -98,6 +98,19 @@ def test_find_sclite_is_the_debian_binary():
     assert os.path.basename(find_sclite()) == "sclite"
 
 
+def test_length_difference_from_sclite_counts(tmp_path):
+    """Len = mean hypothesis-minus-reference length per utterance. Hand count: u1 "a b c d" ->
+    "a b c d e f" (+2), u2 "a b c" -> "a b c" (0), u3 "x y z w" -> "x" (-3), u4 "p q" -> "p r"
+    (0): (2 + 0 - 3 + 0) / 4 = -0.25 words per utterance."""
+    from espnet_ext.utils.results import length_difference
+
+    ref = write(tmp_path / "ref", ["u1 a b c d", "u2 a b c", "u3 x y z w", "u4 p q"])
+    hyp = write(tmp_path / "hyp", ["u1 a b c d e f", "u2 a b c", "u3 x", "u4 p r"])
+    utt2spk = write(tmp_path / "utt2spk", ["u1 s", "u2 s", "u3 s", "u4 s"])
+    r = score(ref, hyp, utt2spk, "word", tmp_path / "score_wer")
+    assert length_difference(r) == pytest.approx(-0.25, abs=0.005)  # sclite rounds % to 0.1
+
+
 def test_collect_results_writes_results_md(wer_case, tmp_path):
     ref, hyp, utt2spk = wer_case
     exp = tmp_path / "exp" / "asr_tiny"
