@@ -7,8 +7,9 @@
 
 Works for the CIF model (``cif_encode``: N fires give N decoder steps, the last of which is a
 scored ``<eos>``, as training aligns the (L+1)-th integrated vector with EOS) and for stock ESPnet
-attention encoder-decoder models (free length, ESPnet's maxlenratio/minlenratio/end detection). Utterances are sorted by length and decoded
-``--batch_size`` at a time with :class:`UtteranceBatchBeamSearch`. Output is ESPnet's layout
+attention encoder-decoder models (free length, ESPnet's maxlenratio/minlenratio/end detection).
+Utterances are sorted by length and decoded ``--batch_size`` at a time with
+:class:`UtteranceBatchBeamSearch`. Output is ESPnet's layout
 ``<output_dir>/<n>best_recog/{text,token,token_int,score}`` sorted by utterance id, with the
 score as a plain float; the log ends with the decoding speed (RTF, audio seconds per second).
 

@@ -20,6 +20,7 @@ from espnet2.torch_utils.device_funcs import force_gatherable
 from espnet2.train.abs_espnet_model import AbsESPnetModel
 from espnet.nets.pytorch_backend.nets_utils import make_pad_mask
 from espnet_ext.lm.ilm import HiddenFrozenMixin, make_adapter
+from espnet_ext.utils.tokens import read_token_list
 
 
 class ContextLearner(torch.nn.Module):
@@ -125,9 +126,7 @@ def load_context_learner(
         train_config = Path(model_file).parent / "config.yaml"
     with open(train_config, encoding="utf-8") as f:
         conf: Dict[str, Any] = yaml.safe_load(f)
-    token_list = conf["token_list"]
-    if isinstance(token_list, str):
-        token_list = [t.rstrip("\n") for t in open(token_list, encoding="utf-8")]
+    token_list = read_token_list(conf["token_list"])
     learner = ContextLearner(len(token_list), **conf["learner_conf"])
     state = torch.load(model_file, map_location=device, weights_only=True)
     learner_state = {k[len("learner."):]: v for k, v in state.items() if k.startswith("learner.")}

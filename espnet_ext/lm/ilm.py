@@ -22,6 +22,7 @@ from typeguard import typechecked
 from espnet2.asr.decoder.abs_decoder import AbsDecoder
 from espnet2.lm.abs_model import AbsLM
 from espnet.nets.scorer_interface import BatchScorerInterface, ScorerInterface
+from espnet_ext.utils.tokens import SOS_EOS, read_token_list
 
 # Log-probabilities of negatively weighted scorers are clamped here: -w * -inf would be +inf.
 LOGP_FLOOR = -1.0e4
@@ -304,17 +305,6 @@ class ClampedScorer(torch.nn.Module, BatchScorerInterface):
         return max(float(self.scorer.final_score(state)), self.floor)
 
 
-SOS_EOS = "<sos/eos>"
-
-
-def _tokens(tokens: Union[str, Path, Sequence[str]]) -> List[str]:
-    """A token list given as tokens.txt (one token per line) or as tokens."""
-    if isinstance(tokens, (str, Path)):
-        with open(tokens, encoding="utf-8") as f:
-            return [line.rstrip("\n") for line in f]
-    return list(tokens)
-
-
 def _at(tokens: Sequence[str], i: Optional[int]) -> str:
     return repr(tokens[i]) if i is not None and 0 <= i < len(tokens) else "out of range"
 
@@ -337,7 +327,7 @@ def check_same_tokens(
     ``what`` names both sides (their files); token lists may be tokens.txt paths. Raises
     ValueError.
     """
-    asr, lm = _tokens(asr_tokens), _tokens(lm_tokens)
+    asr, lm = read_token_list(asr_tokens), read_token_list(lm_tokens)
     lm_side = f"LM: sos = eos = V-1 = {len(lm) - 1} ({_at(lm, len(lm) - 1)})"
     if asr_sos is not None or asr_eos is not None:
         if asr_sos != len(asr) - 1 or asr_eos != len(asr) - 1:

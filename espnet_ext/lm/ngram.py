@@ -24,8 +24,9 @@ import torch
 from typeguard import typechecked
 
 from espnet2.lm.abs_model import AbsLM
+from espnet_ext.utils.tokens import SOS_EOS
+from espnet_ext.utils.tokens import read_token_list as _read_tokens
 
-SOS_EOS = "<sos/eos>"
 ARPA_BOS, ARPA_EOS = "<s>", "</s>"
 LOG10 = math.log(10.0)
 
@@ -269,7 +270,7 @@ def read_token_ids(
 
 def read_token_list(token_list_file: Union[str, Path]) -> List[str]:
     """Token list whose last entry must be ``<sos/eos>`` (ESPnet LM convention: sos = eos = V-1)."""
-    token_list = [t.rstrip("\n") for t in open(token_list_file, encoding="utf-8")]
+    token_list = _read_tokens(token_list_file)
     if not token_list or token_list[-1] != SOS_EOS:
         raise ValueError(f"{token_list_file}: last token must be {SOS_EOS} (ESPnet LM convention)")
     return token_list

@@ -31,7 +31,7 @@ import logging
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence, Union
 
 logger = logging.getLogger("tokens")
 
@@ -199,6 +199,15 @@ class WordpieceTokenizer:
         text = tok.convert_tokens_to_string([t for t in tokens if t not in drop])
         text = re.sub(r"(?<=\w) ' (?=\w)", "'", " ".join(text.split()))
         return text
+
+
+def read_token_list(tokens: Union[str, Path, Sequence[str]]) -> List[str]:
+    """A token list given as a tokens.txt path (one token per line, as ESPnet writes it) or as
+    the tokens themselves."""
+    if isinstance(tokens, (str, Path)):
+        with open(tokens, encoding="utf-8") as f:
+            return [line.rstrip("\n") for line in f]
+    return list(tokens)
 
 
 def write_token_list(tokens: Sequence[str], path) -> None:
