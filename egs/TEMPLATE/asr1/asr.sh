@@ -79,7 +79,7 @@ asr_config=             # training config (required from stage 10)
 asr_args=               # extra options of the training module
 asr_tag=                # default: config name + token tag
 asr_stats_dir=          # default: exp/asr_stats_fbank_<token tag>
-asr_train_module=espnet2.bin.asr_train          # e.g. espnet_ext.bin.asr_cif_train
+asr_train_module=espnet2.bin.asr_train          # e.g. espnet_ext.bin.cif_asr_train
 asr_inference_module=espnet2.bin.asr_inference  # e.g. espnet_ext.bin.asr_inference
 feats_normalize=global_mvn  # global_mvn (stats of stage 10) or utterance_mvn
 speech_fold_length=800
@@ -309,7 +309,7 @@ if begin_stage 3 "fbank features"; then
         done
         log "fbank of ${_pending[*]}: ${_nj} jobs, logs in ${_logdir}/fbank.*.log"
         ${train_cmd} --num_threads 1 JOB=1:"${_nj}" "${_logdir}"/fbank.JOB.log \
-            ${python} -m espnet_ext.bin.compute_fbank --manifest "${_logdir}/fbank.JOB.list" \
+            ${python} -m espnet_ext.recipe.bin.compute_fbank --manifest "${_logdir}/fbank.JOB.list" \
                 --skip_bad "${skip_bad_audio}" --fs "${fs}" --num_mel_bins "${num_mel_bins}"
         for dset in "${_pending[@]}"; do
             _dst=${data_feats}/${dset}
@@ -710,7 +710,7 @@ if begin_stage 15 "sclite scoring"; then
             fi
             _bpe_opt=()
             [ "${t}" = ter ] && _bpe_opt=(--bpemodel "${bpemodel}")
-            ${python} -m espnet_ext.bin.score_sclite --ref "${data_feats}/${dset}/text" \
+            ${python} -m espnet_ext.recipe.bin.score_sclite --ref "${data_feats}/${dset}/text" \
                 --hyp "${_dir}/text" --utt2spk "${data_feats}/${dset}/utt2spk" \
                 --score_type "${t}" "${_bpe_opt[@]}" --output_dir "${_out}"
             did_work
@@ -723,7 +723,7 @@ fi
 if begin_stage 16 "RESULTS.md"; then
     did_work
     end_stage  # recorded first so that this run's table includes every stage
-    ${python} -m espnet_ext.bin.collect_results --output "${results_md}" "${expdir}"
+    ${python} -m espnet_ext.recipe.bin.collect_results --output "${results_md}" "${expdir}"
     log "results: ${results_md}"
 fi
 

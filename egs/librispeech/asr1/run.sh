@@ -80,7 +80,7 @@ common=(
     # --asr_args "--batch_bins $((N * 31000))" to keep 30k frames per GPU.
     --ngpu 2
     --asr_config "${asr_config}"
-    --asr_train_module espnet_ext.bin.asr_cif_train
+    --asr_train_module espnet_ext.bin.cif_asr_train
     --asr_inference_module espnet_ext.bin.asr_inference
     # Averaged model: ESPnet keeps the 10 best epochs (keep_nbest_models: 10) and averages them.
     --inference_asr_model valid.acc.ave.pth

@@ -64,7 +64,7 @@ common=(
     --token_type bpe --nbpe "${nbpe}" --bpemode unigram --token_train_text data/local/lm_in/text
     # LM text: the in-domain pool (dev/test sentences are removed again in stage 4, and reported).
     --use_lm true --lm_config "${lm_config}" --lm_train_text data/local/lm_in/text
-    --asr_train_module espnet_ext.bin.asr_cif_train
+    --asr_train_module espnet_ext.bin.cif_asr_train
     --asr_inference_module espnet_ext.bin.asr_inference
     --inference_config "${inference_config}" --inference_batch_size 16
     --inference_asr_model valid.acc.ave.pth

@@ -46,6 +46,6 @@ fi
 
 mkdir -p "$data_dir/local/log"
 echo "$0: synthesising the corpus ($config, seed $seed, nj $nj); log: $data_dir/local/log/synth_corpus.log"
-python -m espnet_ext.bin.synth_corpus --config "$config" --seed "$seed" --nj "$nj" \
+python -m espnet_ext.recipe.bin.synth_corpus --config "$config" --seed "$seed" --nj "$nj" \
     --data_dir "$data_dir" --corpus_dir "$corpus_dir" ${extra_opts[@]+"${extra_opts[@]}"}
 echo "$0: done; corpus statistics in $data_dir/local/corpus_stats.json"

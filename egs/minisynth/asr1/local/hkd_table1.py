@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from espnet_ext.utils.results import _human, count_parameters
-from espnet_ext.utils.scoring import parse_result
+from espnet_ext.recipe.results import _human, count_parameters
+from espnet_ext.recipe.scoring import parse_result
 from recipe_report import parse_epochs  # local/, next to this script
 
 

@@ -1,0 +1,19 @@
+#!/usr/bin/env python3
+"""Train the CIF ASR model with ESPnet2's trainer.
+
+``python -m espnet_ext.bin.cif_asr_train --config conf/train_asr_cif_aishell.yaml ...``: every
+option of ``espnet2.bin.asr_train``, plus ``plm_feats`` as an optional data name.
+"""
+from espnet_ext.tasks.cif_asr import CIFASRTask
+
+
+def get_parser():
+    return CIFASRTask.get_parser()
+
+
+def main(cmd=None):
+    CIFASRTask.main(cmd=cmd)
+
+
+if __name__ == "__main__":
+    main()

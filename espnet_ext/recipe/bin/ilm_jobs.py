@@ -1,0 +1,81 @@
+"""Run a list of decoding-side jobs in one Python process (utils/ilm_stages.sh stages 9-10).
+
+    python -m espnet_ext.recipe.bin.ilm_jobs --jobs exp/asr_cif/ilm/tune_jobs.txt
+
+Each line of ``--jobs`` is ``LOG MODULE ARGS...`` (shell-quoted words, e.g. from ``printf %q``):
+``MODULE`` is an entry point under ``espnet_ext.bin`` or ``espnet_ext.recipe.bin`` with ``main(cmd)`` (tune_fusion,
+asr_inference, score_sclite, ...); its log and printed output go to ``LOG``. Why: the fusion grid
+and the test decodings of Table 3 are ~30 short jobs, and starting ESPnet costs ~20 CPU-seconds
+per process, more than a whole job of the mini recipe. Jobs run in order; the first failing job
+stops the run with an error naming it and its log (the jobs resume: each skips finished work).
+"""
+import argparse
+import contextlib
+import importlib
+import logging
+import shlex
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+logger = logging.getLogger("ilm_jobs")
+_ENTRY_POINT_PACKAGES = ("espnet_ext.bin.", "espnet_ext.recipe.bin.")
+_FORMAT = "%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s"
+
+
+def read_jobs(path: Path) -> List[Tuple[Path, str, List[str]]]:
+    jobs = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        words = shlex.split(line)
+        if len(words) < 2 or not words[1].startswith(_ENTRY_POINT_PACKAGES):
+            raise ValueError(f"{path}:{n}: expected 'LOG MODULE ARGS...' with MODULE under "
+                             f"{' or '.join(_ENTRY_POINT_PACKAGES)}, got {line!r}")
+        jobs.append((Path(words[0]), words[1], words[2:]))
+    return jobs
+
+
+def run_job(log: Path, module: str, args: Sequence[str]) -> None:
+    """``module.main(args)`` with the root logger, stdout and stderr going to ``log``; raises on
+    failure (an exception, a non-zero return code or an argparse exit)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    with open(log, "w", encoding="utf-8") as stream, contextlib.redirect_stdout(stream), \
+            contextlib.redirect_stderr(stream):
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logging.Formatter(_FORMAT))
+        root.addHandler(handler)
+        try:
+            stream.write(f"# python -m {module} {shlex.join(args)}\n")
+            stream.flush()
+            rc = importlib.import_module(module).main(list(args))
+            if isinstance(rc, int) and rc != 0:
+                raise RuntimeError(f"{module} returned {rc}")
+        except BaseException as e:  # SystemExit from argparse too: the log says why
+            stream.write(traceback.format_exc())
+            raise RuntimeError(f"job {module} failed ({e!r}); log: {log}") from e
+        finally:
+            root.removeHandler(handler)
+
+
+def main(cmd: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=Path, required=True, help="LOG MODULE ARGS... per line")
+    args = parser.parse_args(cmd)
+    logging.basicConfig(level=logging.INFO, format=_FORMAT, stream=sys.stderr)
+    jobs = read_jobs(args.jobs)
+    t0 = time.time()
+    for i, (log, module, job_args) in enumerate(jobs, 1):
+        t = time.time()
+        logger.info(f"job {i}/{len(jobs)}: {module} (log: {log})")
+        run_job(log, module, job_args)
+        logger.info(f"job {i}/{len(jobs)} done in {time.time() - t:.1f} s")
+    logger.info(f"{len(jobs)} jobs done in {time.time() - t0:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""Recipe stage machinery: option parsing (utils/parse_options.sh), the shared pipeline's stage
+selection and skip logic on real audio (egs/TEMPLATE/asr1/asr.sh stages 1-5)."""
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from espnet_ext.recipe.runner import REPO_ROOT
+
+TEMPLATE = REPO_ROOT / "egs" / "TEMPLATE" / "asr1"
+
+SCRIPT = """#!/usr/bin/env bash
+set -euo pipefail
+stage=1          # first stage
+stop_stage=100   # last stage
+use_lm=true      # shallow fusion
+lm_config=conf/lm.yaml
+help_message="Usage: $0 [options] <dir>"
+. {repo}/utils/parse_options.sh
+echo "stage=$stage stop_stage=$stop_stage use_lm=$use_lm lm_config=$lm_config rest=$*"
+"""
+
+
+@pytest.fixture
+def script(tmp_path):
+    p = tmp_path / "run.sh"
+    p.write_text(SCRIPT.format(repo=REPO_ROOT))
+    p.chmod(0o755)
+    return p
+
+
+def sh(script, *args):
+    return subprocess.run([str(script), *args], capture_output=True, text=True, timeout=30)
+
+
+def test_options_override_defined_variables(script):
+    r = sh(script, "--stage", "3", "--stop-stage=5", "--lm_config", "a b.yaml", "x", "--y")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "stage=3 stop_stage=5 use_lm=true lm_config=a b.yaml rest=x --y"
+    r = sh(script, "--stage", "2", "--stage", "4", "--", "--stage")
+    assert r.stdout.strip().startswith("stage=4 ") and r.stdout.strip().endswith("rest=--stage")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--bogus", "1"], "unknown option --bogus"),
+    (["--use_lm", "yes"], "--use_lm expects true or false, got 'yes'"),
+    (["--stage"], "option --stage needs a value"),
+])
+def test_option_errors(script, args, message):
+    r = sh(script, *args)
+    assert r.returncode == 1 and message in r.stderr and r.stdout == ""
+
+
+def test_help_lists_options_with_values_and_comments(script):
+    r = sh(script, "--stop_stage", "7", "--help")
+    assert r.returncode == 0
+    assert r.stdout.startswith("Usage: ")
+    assert "--stage" in r.stdout and "'1'  # first stage" in r.stdout
+    assert "--stop_stage                   '7'  # last stage" in r.stdout
+    assert "help_message" not in r.stdout
+
+
+def test_asr_sh_help_and_unknown_option():
+    r = subprocess.run([str(TEMPLATE / "asr.sh"), "--help"], cwd=TEMPLATE, capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 0
+    for opt in ("--asr_train_module", "--asr_inference_module", "--cmd_backend", "--token_type"):
+        assert opt in r.stdout
+    r = subprocess.run([str(TEMPLATE / "asr.sh"), "--nonsense", "1"], cwd=TEMPLATE,
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and "unknown option --nonsense" in r.stderr
+
+
+# ------------------------------------------------------------------ pipeline stages 1-5
+def make_recipe(root: Path, corpus_data: dict, drop_text_of: str = None) -> Path:
+    """A recipe directory made by the template's setup.sh, whose local/data.sh copies the
+    synthesised corpus (optionally losing one transcript)."""
+    subprocess.run([str(TEMPLATE / "setup.sh"), str(root)], check=True, capture_output=True)
+    lines = ["#!/usr/bin/env bash", "set -euo pipefail", "mkdir -p data"]
+    for name, d in corpus_data.items():
+        lines.append(f"rm -rf data/{name}; cp -r {d} data/{name}")
+    if drop_text_of:
+        lines.append(f"sed -i '/^{drop_text_of} /d' data/train/text")
+    (root / "local" / "data.sh").write_text("\n".join(lines) + "\n")
+    (root / "local" / "data.sh").chmod(0o755)
+    return root
+
+
+ARGS = ["--train_set", "train", "--valid_set", "dev", "--test_sets", "test", "--nj", "2",
+        "--min_frames", "10"]
+
+
+def asr_sh(recipe: Path, *args, check=True):
+    env = dict(os.environ, cmd_backend="local")
+    r = subprocess.run(["./asr.sh", *ARGS, *args], cwd=recipe, capture_output=True, text=True,
+                       env=env, timeout=300)
+    if check:
+        assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+def latest_status(recipe: Path) -> dict:
+    out = {}
+    for line in (recipe / "exp" / "stage_times.tsv").read_text().splitlines():
+        f = line.split("\t")
+        out[int(f[0])] = f[3]
+    return out
+
+
+def test_stages_run_once_then_skip_and_redo_only_what_is_missing(speech_corpus, tmp_path):
+    recipe = make_recipe(tmp_path / "asr1", speech_corpus.data, drop_text_of="spkA-00")
+    r = asr_sh(recipe, "--stop_stage", "5")
+    # Stage 1: the utterance without transcript is dropped, and said so.
+    assert "fix_data_dir data/train: kept 19 of 20 utterances; dropped 1" in r.stderr
+    assert "1 not in text: 'spkA-00'" in r.stderr
+    assert latest_status(recipe) == {1: "ran", 2: "skipped", 3: "ran", 4: "ran", 5: "ran"}
+    feats = recipe / "dump" / "fbank"
+    # speech fixture: 10/3/3 sentences x 2 speakers each; train lost spkA-00's transcript
+    for name, n in (("train", 19), ("dev", 6), ("test", 6)):
+        assert len((feats / name / "feats.scp").read_text().splitlines()) == n
+        assert (feats / name / "feats_dim").read_text().strip() == "80"
+    assert (recipe / "data" / "token_list" / "char" / "tokens.txt").read_text() \
+        .startswith("<blank>\n<unk>\n")
+    for i in (1, 2):  # one array job over all sets, logs with footers
+        assert "# Ended (code 0)" in (feats / "log" / f"fbank.{i}.log").read_text()
+
+    # Rerun: every stage skips, nothing is rewritten.
+    arks = sorted(feats.glob("*/data/*.ark"))
+    stamps = [p.stat().st_mtime_ns for p in arks]
+    r = asr_sh(recipe, "--stop_stage", "5")
+    assert latest_status(recipe) == {1: "skipped", 2: "skipped", 3: "skipped", 4: "skipped",
+                                     5: "skipped"}
+    assert "dump/fbank/train: features done" in r.stderr
+    assert [p.stat().st_mtime_ns for p in arks] == stamps
+
+    # An interrupted feature stage: the test set lost part 2 and its done marker. Only that
+    # part is recomputed; part 1 is reused (its inputs did not change).
+    ark2 = feats / "test" / "data" / "feats.2.ark"
+    ref_bytes = ark2.read_bytes()
+    ark1_stamp = (feats / "test" / "data" / "feats.1.ark").stat().st_mtime_ns
+    for p in (ark2, feats / "test" / "data" / "feats.2.scp.done", feats / "test" / ".done.fbank"):
+        p.unlink()
+    r = asr_sh(recipe, "--stage", "3", "--stop_stage", "3")
+    assert latest_status(recipe)[3] == "ran"
+    assert ark2.read_bytes() == ref_bytes
+    assert (feats / "test" / "data" / "feats.1.ark").stat().st_mtime_ns == ark1_stamp
+    log1 = (feats / "log" / "fbank.1.log").read_text()
+    assert "test/data/feats.1.scp: already complete" in log1
+    assert "train" not in (feats / "log" / "fbank.1.list").read_text()  # only pending sets
+
+
+def test_stage_failure_names_the_failed_job_log(speech_corpus, tmp_path):
+    recipe = make_recipe(tmp_path / "asr1", speech_corpus.data)
+    asr_sh(recipe, "--stop_stage", "1")
+    wav = recipe / "data" / "test" / "wav.scp"
+    lines = wav.read_text().splitlines()
+    lines[-1] = lines[-1].split()[0] + " /nonexistent/audio.wav"
+    wav.write_text("\n".join(lines) + "\n")
+    r = asr_sh(recipe, "--stage", "3", "--stop_stage", "3", check=False)
+    assert r.returncode != 0
+    assert "dump/fbank/log/fbank.2.log" in r.stderr
+    log = (recipe / "dump" / "fbank" / "log" / "fbank.2.log").read_text()
+    assert f"utterance '{lines[-1].split()[0]}' (/nonexistent/audio.wav)" in log
+    assert not (recipe / "dump" / "fbank" / "test" / ".done.fbank").exists()
+    # With skip_bad_audio the utterance is dropped, counted, and the stage completes.
+    r = asr_sh(recipe, "--stage", "3", "--stop_stage", "3", "--skip_bad_audio", "true")
+    assert "kept 5 of 6 utterances; dropped 1" in r.stderr
+    assert len((recipe / "dump/fbank/test/feats.scp").read_text().splitlines()) == 5
