@@ -425,27 +425,10 @@ def internal_lm_from_asr_model(asr_model, ilm_type: str = "zero",
 
 
 def main(cmd: Optional[List[str]] = None) -> None:
-    """CLI: ``python -m espnet_ext.lm.ilm --asr_train_config C --token_list T``: refuse (exit 1,
-    the error on stderr) an ASR model whose token list differs from the LMs' ``T`` or whose
-    sos/eos is not its last entry. utils/ilm_stages.sh runs it before training any LM; the model
-    is built from its config only (ESPnet's own sos/eos rule, no checkpoint needed)."""
-    import argparse
-    import sys
+    """Former CLI location; the entry point is :mod:`espnet_ext.bin.check_token_lists`."""
+    from espnet_ext.bin.check_token_lists import main as bin_main
 
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--asr_train_config", required=True, help="the ASR model's config.yaml")
-    parser.add_argument("--token_list", required=True, help="tokens.txt of the LMs")
-    args = parser.parse_args(cmd)
-    import espnet_ext  # noqa: F401  (registers our ASR model classes)
-    from espnet2.tasks.asr import ASRTask
-
-    model, _ = ASRTask.build_model_from_file(args.asr_train_config, None, "cpu")
-    try:
-        check_same_tokens(model.token_list, args.token_list,
-                          f"ASR model {args.asr_train_config} vs LM token list {args.token_list}",
-                          asr_sos=model.sos, asr_eos=model.eos)
-    except ValueError as e:
-        sys.exit(f"error: {e}")
+    bin_main(cmd)
 
 
 if __name__ == "__main__":

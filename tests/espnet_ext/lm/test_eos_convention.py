@@ -314,8 +314,8 @@ def test_ilm_context_train_refuses_an_asr_model_with_sep_as_sos_eos(models, tmp_
 
 
 def test_ilm_stages_precheck_refuses_an_asr_model_with_sep_as_sos_eos(models):
-    """``python -m espnet_ext.lm.ilm`` (utils/ilm_stages.sh runs it before training any LM)."""
-    from espnet_ext.lm.ilm import main
+    """``python -m espnet_ext.bin.check_token_lists`` (run before training any LM for the ASR model)."""
+    from espnet_ext.bin.check_token_lists import main
 
     sep_config, tokens = models["asr_sep"][1], models["tokens"]
     with pytest.raises(SystemExit) as err:

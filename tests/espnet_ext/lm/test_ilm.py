@@ -283,7 +283,7 @@ def ilm_exp(tmp_path_factory, repo_root):
 
     from espnet_ext.bin.ilm_context_train import main as ctx_train
     from espnet_ext.bin.kd_lm_train import main as kd_train
-    from espnet_ext.lm.ngram import main as ngram_train
+    from espnet_ext.bin.ngram_lm_train import main as ngram_train
 
     root = tmp_path_factory.mktemp("ilm_exp")
     paths = make_tiny_asr_data(root / "data", n_utts=8)
