@@ -38,9 +38,12 @@ def synthetic_scorers(args) -> Dict[str, Dict]:
     from espnet2.lm.seq_rnn_lm import SequentialRNNLM
 
     from espnet_ext.asr.decoder.cif_decoder import CIFDecoder
+    from espnet_ext.lm.arpa import write_arpa
+    from espnet_ext.lm.bigram_lm import BigramLM
+    from espnet_ext.lm.clamped_scorer import ClampedScorer
     from espnet_ext.lm.ilm_context import ContextLearner
-    from espnet_ext.lm.ilm import ClampedScorer, InternalLM
-    from espnet_ext.lm.ngram import BigramLM, estimate_bigram_kn, write_arpa
+    from espnet_ext.lm.internal_lm import InternalLM
+    from espnet_ext.lm.kneser_ney import estimate_bigram_kn
 
     torch.manual_seed(0)
     V, D = args.vocab_size, args.dim

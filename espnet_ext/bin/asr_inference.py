@@ -26,12 +26,12 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import humanfriendly
 import torch
-from tqdm import tqdm
-
-import espnet_ext  # noqa: F401  (registers the CIF model in ESPnet's task registries)
 from espnet.nets.scorer_interface import ScorerInterface
 from espnet2.utils import config_argparse
 from espnet2.utils.types import str2bool, str2triple_str, str_or_none
+from tqdm import tqdm
+
+import espnet_ext  # noqa: F401  (registers the CIF model in ESPnet's task registries)
 from espnet_ext.asr.cif import tokens_before_eos
 from espnet_ext.asr.utterance_batch_beam_search import UtteranceBatchBeamSearch
 
@@ -120,7 +120,7 @@ def build_scorers(
         else:
             from espnet2.tasks.lm import LMTask
 
-            from espnet_ext.lm.ilm import check_same_tokens
+            from espnet_ext.utils.tokens import check_same_tokens
 
             lm_model, lm_args = LMTask.build_model_from_file(args.lm_train_config, args.lm_file, device)
             # One token list, <sos/eos> last, and the ASR model's sos/eos = the LM's (V-1).

@@ -9,7 +9,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from espnet_ext.lm.ilm import check_same_tokens
+from espnet_ext.utils.tokens import check_same_tokens
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -21,8 +21,9 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(cmd: Optional[List[str]] = None) -> None:
     args = get_parser().parse_args(cmd)
-    import espnet_ext  # noqa: F401  (registers our ASR model classes)
     from espnet2.tasks.asr import ASRTask
+
+    import espnet_ext  # noqa: F401  (registers our ASR model classes)
 
     model, _ = ASRTask.build_model_from_file(args.asr_train_config, None, "cpu")
     try:

@@ -32,7 +32,9 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
-from espnet_ext.distill.teacher import TOKEN_TYPES, PLMTeacher, read_token_list
+from espnet_ext.distill.teacher import TOKEN_TYPES, PLMTeacher
+from espnet_ext.utils.kaldi_table import read_table_dict
+from espnet_ext.utils.tokens import read_token_list
 
 logger = logging.getLogger("extract_plm_feats")
 
@@ -57,20 +59,6 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
-def read_text(path: str) -> Dict[str, str]:
-    utts = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.rstrip("\n")
-            if not line.strip():
-                continue
-            parts = line.split(maxsplit=1)
-            if parts[0] in utts:
-                raise ValueError(f"{path}:{lineno}: duplicate utterance id {parts[0]}")
-            utts[parts[0]] = parts[1] if len(parts) > 1 else ""
-    return utts
-
-
 def file_digest(path: str) -> str:
     h = hashlib.sha1()
     with open(path, "rb") as f:
@@ -85,7 +73,8 @@ def setup_logging(output_dir: Path) -> logging.Handler:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
-    if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) for h in logger.handlers):
+    if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+               for h in logger.handlers):
         stream = logging.StreamHandler(sys.stderr)
         stream.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logger.addHandler(stream)
@@ -174,7 +163,7 @@ def run(args, out: Path) -> Dict:
     else:
         config_path.write_text(json.dumps(config, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
-    utts = read_text(args.text)
+    utts = read_table_dict(args.text)
     logger.info("%d utterances from %s; model %s layer %d", len(utts), args.text, args.model, args.layer)
     teacher = PLMTeacher(
         args.model, args.token_type, token_list=read_token_list(args.token_list), layer=args.layer,

@@ -4,8 +4,8 @@ import argparse
 from typing import List, Optional
 
 import espnet_ext  # noqa: F401  (registers the CIF ASR classes for loading the ASR model)
-from espnet_ext.lm.ilm import check_same_tokens
 from espnet_ext.tasks.ilm_context import ILMContextTask
+from espnet_ext.utils.tokens import check_same_tokens
 
 
 class CheckedILMContextTask(ILMContextTask):

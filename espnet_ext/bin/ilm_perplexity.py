@@ -21,7 +21,7 @@ from typing import Dict, List, Optional
 
 import espnet_ext  # noqa: F401  (registers our model classes for loading)
 from espnet_ext.lm.fusion import ILM_TYPES, count_ilm_params, load_ilm, perplexity
-from espnet_ext.lm.ngram import read_token_ids, read_token_list
+from espnet_ext.utils.tokens import check_sos_eos_last, read_token_ids, read_token_list
 
 
 def parse_ilm_spec(spec: str) -> Dict[str, Optional[str]]:
@@ -59,6 +59,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> List[Dict]:
     token_list = read_token_list(args.token_list)
+    check_sos_eos_last(token_list, f"--token_list {args.token_list}")
     if args.asr_model_file:
         from espnet2.tasks.asr import ASRTask
 

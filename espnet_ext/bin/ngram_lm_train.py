@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 from typing import List, Optional
 
-from espnet_ext.lm.ngram import train_bigram
+from espnet_ext.lm.kneser_ney import train_bigram
 
 
 def get_parser() -> argparse.ArgumentParser:

@@ -25,6 +25,8 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 
+from espnet_ext.utils.tokens import read_token_list
+
 TOKEN_TYPES = ("char", "bpe", "hugging_face")
 
 
@@ -38,13 +40,6 @@ class Alignment:
     @property
     def ok(self) -> bool:
         return self.input_ids is not None
-
-
-def read_token_list(token_list: Union[str, Path, Sequence[str]]) -> List[str]:
-    if isinstance(token_list, (str, Path)):
-        with open(token_list, encoding="utf-8") as f:
-            return [line.rstrip("\n").split(" ")[0] for line in f if line.strip()]
-    return list(token_list)
 
 
 def load_plm(model_name_or_path: str):

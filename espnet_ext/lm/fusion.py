@@ -18,9 +18,12 @@ from pathlib import Path
 from typing import Dict, Optional
 
 import torch
-
 from espnet2.lm.abs_model import AbsLM
-from espnet_ext.lm.ilm import ClampedScorer, check_same_tokens, internal_lm_from_asr_model
+
+from espnet_ext.lm.bigram_lm import BigramLM
+from espnet_ext.lm.clamped_scorer import ClampedScorer
+from espnet_ext.lm.internal_lm import internal_lm_from_asr_model
+from espnet_ext.utils.tokens import check_same_tokens
 
 ILM_TYPES = ("none", "zero", "label_ctx", "dr", "dr_2gram", "dr_kd")
 
@@ -62,8 +65,6 @@ def load_ilm(ilm_type: str, asr_model, ilm_file: Optional[str] = None,
         raise FileNotFoundError(f"--ilm_file {ilm_file} does not exist")
     sos_eos = dict(asr_sos=getattr(asr_model, "sos", None), asr_eos=getattr(asr_model, "eos", None))
     if ilm_type == "dr_2gram":
-        from espnet_ext.lm.ngram import BigramLM
-
         # The ARPA file's <s>/</s> are read as the token list's <sos/eos>: it must be the ASR
         # model's sos/eos and the last id.
         check_same_tokens(asr_model.token_list, asr_model.token_list,
@@ -112,8 +113,6 @@ def count_ilm_params(lm: AbsLM) -> int:
     for ILME; all LM parameters for DR/DR-KD; stored probabilities for a 2-gram."""
     if hasattr(lm, "num_ilm_params"):
         return int(lm.num_ilm_params())
-    from espnet_ext.lm.ngram import BigramLM
-
     if isinstance(lm, BigramLM):
         return int(lm.unigram_logp.numel() + lm.backoff_logw.numel() + lm._delta.numel())
     return int(sum(p.numel() for p in lm.parameters()))

@@ -5,8 +5,9 @@ attention-based decoder by feeding it, instead of the acoustic context, a vector
 without the encoder, trained on the ASR training transcripts to minimise the decoder's
 perplexity with every ASR parameter frozen. Here the predictor is a small LSTM over the label
 history (it sees what the decoder's query sees: the labels so far), so it works for every
-decoder with an adapter in ``ilm.py`` (LAS, transformer, CIF). The output layer starts at zero,
-so training starts exactly from ILME-Z and can only lower the ILM perplexity from there.
+decoder with an adapter in :mod:`espnet_ext.lm.decoder_adapters` (LAS, transformer, CIF). The
+output layer starts at zero, so training starts exactly from ILME-Z and can only lower the ILM
+perplexity from there.
 """
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -14,12 +15,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 import yaml
-from typeguard import typechecked
-
+from espnet.nets.pytorch_backend.nets_utils import make_pad_mask
 from espnet2.torch_utils.device_funcs import force_gatherable
 from espnet2.train.abs_espnet_model import AbsESPnetModel
-from espnet.nets.pytorch_backend.nets_utils import make_pad_mask
-from espnet_ext.lm.ilm import HiddenFrozenMixin, make_adapter
+from typeguard import typechecked
+
+from espnet_ext.lm.decoder_adapters import make_adapter
+from espnet_ext.lm.frozen import HiddenFrozenMixin
 from espnet_ext.utils.tokens import read_token_list
 
 

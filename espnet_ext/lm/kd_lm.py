@@ -12,13 +12,13 @@ from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from typeguard import typechecked
-
+from espnet.nets.pytorch_backend.nets_utils import make_pad_mask
 from espnet2.lm.abs_model import AbsLM
 from espnet2.lm.espnet_model import ESPnetLanguageModel
 from espnet2.torch_utils.device_funcs import force_gatherable
-from espnet.nets.pytorch_backend.nets_utils import make_pad_mask
-from espnet_ext.lm.ilm import HiddenFrozenMixin
+from typeguard import typechecked
+
+from espnet_ext.lm.frozen import HiddenFrozenMixin
 
 
 class KDLanguageModel(HiddenFrozenMixin, ESPnetLanguageModel):

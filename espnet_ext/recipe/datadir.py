@@ -14,6 +14,8 @@ from collections import OrderedDict, defaultdict
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
+from espnet_ext.utils.kaldi_table import Rows, TableError, read_table, write_table
+
 logger = logging.getLogger("datadir")
 
 # Per-utterance tables handled by every tool (wav.scp is per-recording when segments exists).
@@ -22,48 +24,9 @@ UTT_FILES = ("segments", "wav.scp", "text", "utt2spk", "feats.scp", "utt2num_fra
 SPK_FILES = ("spk2gender",)
 MAX_LISTED = 5
 
-Rows = List[Tuple[str, str]]
-
 
 class DataDirError(Exception):
     """A data directory is malformed; the message lists every problem found."""
-
-
-def decode_line(raw: bytes, path, n: int) -> str:
-    """One line of a table as UTF-8, or a DataDirError naming the file, line and id."""
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        key = raw.split(maxsplit=1)[0].decode("utf-8", errors="replace") if raw.strip() else ""
-        raise DataDirError(f"{path}:{n}: not UTF-8 (byte 0x{raw[e.start]:02x} at column "
-                           f"{e.start + 1}) in the line of {key!r}; convert the file to UTF-8 "
-                           f"(e.g. iconv -f GB18030 -t UTF-8)") from None
-
-
-def read_table(path, allow_empty_value: bool = True) -> Rows:
-    """``<id> <rest>`` lines as (id, rest) in file order; rest is '' for a bare id."""
-    rows = []
-    with open(path, "rb") as f:
-        for n, raw in enumerate(f, 1):
-            line = decode_line(raw, path, n).rstrip("\n")
-            if not line.strip():
-                raise DataDirError(f"{path}:{n}: empty line")
-            parts = line.split(maxsplit=1)
-            rest = parts[1].strip() if len(parts) > 1 else ""
-            if not rest and not allow_empty_value:
-                raise DataDirError(f"{path}:{n}: id {parts[0]!r} has no value")
-            rows.append((parts[0], rest))
-    return rows
-
-
-def write_table(path, rows: Iterable[Tuple[str, str]]) -> None:
-    """Write atomically (a crash never leaves a half-written table)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for key, value in rows:
-            f.write(f"{key} {value}\n" if value != "" else f"{key}\n")
-    os.replace(tmp, path)
 
 
 def utt2spk_to_spk2utt(utt2spk: Rows) -> Rows:
@@ -83,7 +46,7 @@ def _check_table(path: Path, problems: List[str], value_required: bool = True) -
     """Read a table, appending problems (unsorted/duplicate ids, missing values)."""
     try:
         rows = read_table(path)
-    except DataDirError as e:
+    except TableError as e:
         problems.append(str(e))
         return []
     prev = None

@@ -18,6 +18,8 @@ import subprocess
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from espnet_ext.utils.kaldi_table import read_table_dict
+
 SCTK_BIN = "/usr/lib/sctk/bin"
 SUM_FIELDS = ("snt", "wrd", "corr", "sub", "del", "ins", "err", "serr")
 
@@ -34,20 +36,6 @@ def find_sclite() -> str:
         raise ScoringError("sclite not found: install Debian's sctk and put /usr/lib/sctk/bin "
                            "on PATH (path.sh does)")
     return path
-
-
-def read_text(path) -> Dict[str, str]:
-    """Kaldi ``text``: {utt: transcript}; a bare id is an empty transcript."""
-    out: Dict[str, str] = {}
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            parts = line.rstrip("\n").split(maxsplit=1)
-            if parts[0] in out:
-                raise ScoringError(f"{path}:{n}: duplicate utterance {parts[0]!r}")
-            out[parts[0]] = parts[1].strip() if len(parts) > 1 else ""
-    return out
 
 
 def tokenize(text: str, token_type: str, bpe=None) -> List[str]:
@@ -100,13 +88,14 @@ def parse_result(path) -> Dict[str, float]:
 
 def score(ref_text, hyp_text, utt2spk_file, token_type: str, output_dir,
           bpemodel: Optional[str] = None) -> Dict[str, float]:
-    """Write ref.trn, hyp.trn, result.txt and result.dtl in ``output_dir``; return Sum/Avg."""
-    ref = read_text(ref_text)
-    hyp = read_text(hyp_text)
+    """Write ref.trn, hyp.trn, result.txt and result.dtl in ``output_dir``; return Sum/Avg.
+    Malformed input tables raise :class:`~espnet_ext.utils.kaldi_table.TableError`."""
+    ref = read_table_dict(ref_text)
+    hyp = read_table_dict(hyp_text)
     if not ref:
         raise ScoringError(f"reference {ref_text} is empty")
     check_complete(ref, hyp, hyp_text)
-    utt2spk = {u: s for u, s in read_text(utt2spk_file).items()} if utt2spk_file else {}
+    utt2spk = read_table_dict(utt2spk_file) if utt2spk_file else {}
     bpe = None
     if token_type == "bpe":
         import sentencepiece as spm

@@ -31,7 +31,9 @@ import logging
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+from espnet_ext.utils.kaldi_table import iter_table, read_lines, read_table, write_table
 
 logger = logging.getLogger("tokens")
 
@@ -40,21 +42,16 @@ SPECIALS = (BLANK, UNK, SOS_EOS)
 
 
 def read_texts(paths: Sequence, field: int = 2) -> List[str]:
-    """Transcripts from Kaldi ``text`` files (``field=2``: drop the utterance id) or plain text
-    (``field=1``)."""
+    """Transcripts from Kaldi ``text`` files (``field=2``: the values of the table) or plain text
+    (``field=1``: every line)."""
+    if field not in (1, 2):
+        raise ValueError(f"field must be 1 (plain text) or 2 (Kaldi text), got {field}")
     out = []
     for path in paths:
-        with open(path, "rb") as f:
-            for n, raw in enumerate(f, 1):
-                try:
-                    line = raw.decode("utf-8").rstrip("\r\n")
-                except UnicodeDecodeError as e:
-                    raise ValueError(f"{path}:{n}: not UTF-8 (byte 0x{raw[e.start]:02x} at column "
-                                     f"{e.start + 1}); convert the file to UTF-8") from None
-                if field > 1:
-                    parts = line.split(maxsplit=field - 1)
-                    line = parts[field - 1] if len(parts) >= field else ""
-                out.append(line)
+        if field == 2:
+            out += [text for _, text in read_table(path)]
+        else:
+            out += [line for _, line in read_lines(path)]
     return out
 
 
@@ -202,12 +199,64 @@ class WordpieceTokenizer:
 
 
 def read_token_list(tokens: Union[str, Path, Sequence[str]]) -> List[str]:
-    """A token list given as a tokens.txt path (one token per line, as ESPnet writes it) or as
-    the tokens themselves."""
+    """A token list given as a tokens.txt path (one token per line, line number = id, as ESPnet
+    writes and reads it) or as the tokens themselves."""
     if isinstance(tokens, (str, Path)):
-        with open(tokens, encoding="utf-8") as f:
-            return [line.rstrip("\n") for line in f]
+        return [line for _, line in read_lines(tokens)]
     return list(tokens)
+
+
+def _at(tokens: Sequence[str], i: Optional[int]) -> str:
+    return repr(tokens[i]) if i is not None and 0 <= i < len(tokens) else "out of range"
+
+
+def check_sos_eos_last(tokens: Sequence[str], what: str) -> None:
+    """ESPnet LMs (and ours) hard-wire sos = eos = V-1: ``<sos/eos>`` must be the last token.
+    ``what`` names the list (its file) in the ValueError."""
+    if not tokens or tokens[-1] != SOS_EOS:
+        raise ValueError(
+            f"{what}: {SOS_EOS} must be the last token (ESPnet LMs use sos = eos = V-1 = "
+            f"{len(tokens) - 1}, here {_at(tokens, len(tokens) - 1)}; {SOS_EOS} is at id "
+            f"{tokens.index(SOS_EOS) if SOS_EOS in tokens else 'none'})"
+        )
+
+
+def check_same_tokens(
+    asr_tokens: Union[str, Path, Sequence[str]],
+    lm_tokens: Union[str, Path, Sequence[str]],
+    what: str,
+    asr_sos: Optional[int] = None,
+    asr_eos: Optional[int] = None,
+) -> None:
+    """One vocabulary convention for an ASR model and every LM scored with it (ESPnet's): the
+    same token list, ``<sos/eos>`` as its last entry, and the ASR model's sos/eos ids (when
+    given) equal to V-1.
+
+    ESPnet LMs, and our ILM, DR-LM, 2-gram and DR-KD LMs, hard-wire sos = eos = V-1; an ASR
+    model whose sos/eos is another token (e.g. a PLM's ``[SEP]`` through ``sym_sos/sym_eos``)
+    would be fused with LMs that start from another history and score another end of sentence.
+    ``what`` names both sides (their files); token lists may be tokens.txt paths. Raises
+    ValueError.
+    """
+    asr, lm = read_token_list(asr_tokens), read_token_list(lm_tokens)
+    lm_side = f"LM: sos = eos = V-1 = {len(lm) - 1} ({_at(lm, len(lm) - 1)})"
+    if asr_sos is not None or asr_eos is not None:
+        if asr_sos != len(asr) - 1 or asr_eos != len(asr) - 1:
+            raise ValueError(
+                f"{what}: the ASR model's sos/eos ids are {asr_sos}/{asr_eos} "
+                f"({_at(asr, asr_sos)}/{_at(asr, asr_eos)}), but ESPnet LMs use sos = eos = V-1 "
+                f"({lm_side}); the ASR model must use the last token {SOS_EOS} of its token list "
+                f"(no sym_sos/sym_eos in its model_conf)"
+            )
+    if asr != lm:
+        diff = next((i for i, (a, b) in enumerate(zip(asr, lm)) if a != b), min(len(asr), len(lm)))
+        where = {n: (t.index(SOS_EOS) if SOS_EOS in t else None) for n, t in (("asr", asr), ("lm", lm))}
+        raise ValueError(
+            f"{what}: token list differs from the ASR model's (sizes {len(asr)} vs {len(lm)}, "
+            f"first difference at id {diff}: ASR {_at(asr, diff)}, LM {_at(lm, diff)}; {SOS_EOS} "
+            f"at id {where['asr']} vs {where['lm']}; {lm_side}); use the same tokens.txt"
+        )
+    check_sos_eos_last(asr, what)
 
 
 def write_token_list(tokens: Sequence[str], path) -> None:
@@ -260,9 +309,8 @@ def unknown_token_report(text_paths: Sequence, token_list: Sequence[str], token_
     out: Dict[str, dict] = {}
     lines = []
     for path in text_paths:
-        ids = [line.split(maxsplit=1)[0] if line.strip() else "" for line in read_texts([path], 1)]
         total, utts, counts = 0, {}, Counter()
-        for utt, text in zip(ids, read_texts([path], 2)):
+        for utt, text in read_table(path):
             toks = text2tokens(text)
             total += len(toks)
             bad = [t for t in toks if t not in known or t in unk_pieces]
@@ -296,17 +344,39 @@ def hf_pretokenize(model_path: str, text_in, text_out) -> int:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_path)
-    n = 0
-    out = Path(text_out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    with open(text_in, encoding="utf-8") as fi, open(tmp, "w", encoding="utf-8") as fo:
-        for line in fi:
-            parts = line.rstrip("\n").split(maxsplit=1)
-            if not parts:
-                continue
-            pieces = tok.tokenize(parts[1]) if len(parts) > 1 else []
-            fo.write(" ".join([parts[0]] + pieces) + "\n")
-            n += 1
-    tmp.replace(out)
-    return n
+    rows = [(utt, " ".join(tok.tokenize(text))) for utt, text in read_table(text_in)]
+    Path(text_out).parent.mkdir(parents=True, exist_ok=True)
+    write_table(text_out, rows)
+    return len(rows)
+
+
+def read_token_ids(
+    text_file: Union[str, Path],
+    token_list: Sequence[str],
+    token_type: str = "char",
+    bpemodel: Optional[str] = None,
+    cleaner: Optional[str] = None,
+    non_linguistic_symbols: Optional[str] = None,
+) -> Tuple[List[str], List[List[int]], int]:
+    """Tokenise a Kaldi ``text`` file exactly like LM training (ESPnet's CommonPreprocessor).
+    Returns ``(utt_ids, token_ids, skipped)``; utterances without text are skipped, logged and
+    counted."""
+    import numpy as np
+    from espnet2.train.preprocessor import CommonPreprocessor
+    from tqdm import tqdm
+
+    prep = CommonPreprocessor(train=False, token_type=token_type, token_list=list(token_list),
+                              bpemodel=bpemodel, text_cleaner=cleaner,
+                              non_linguistic_symbols=non_linguistic_symbols)
+    utts, sentences, skipped = [], [], 0
+    rows = tqdm(iter_table(text_file), desc=f"tokenise {Path(text_file).name}", mininterval=5)
+    for n, (utt, text) in enumerate(rows, 1):
+        if not text:
+            skipped += 1
+            logger.warning("%s:%d: no text for utterance %s; skipped", text_file, n, utt)
+            continue
+        utts.append(utt)
+        sentences.append(np.asarray(prep(utt, {"text": text})["text"]).tolist())
+    if skipped:
+        logger.warning("%s: skipped %d utterances without text", text_file, skipped)
+    return utts, sentences, skipped

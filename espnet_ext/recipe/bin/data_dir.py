@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Sequence
 
 from espnet_ext.recipe import datadir as dd
+from espnet_ext.utils.kaldi_table import TableError, read_table, write_table
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,7 +57,7 @@ def main(argv: Sequence[str] = None) -> int:
         if args.command == "validate":
             dd.validate_data_dir(args.dir, need_text=not args.no_text,
                                  need_audio=not args.no_audio)
-            n = sum(1 for _ in open(Path(args.dir) / "utt2spk", encoding="utf-8"))
+            n = len(read_table(Path(args.dir) / "utt2spk"))
             print(f"data_dir.py validate: {args.dir} is valid ({n} utterances)", file=sys.stderr)
         elif args.command == "fix":
             dd.fix_data_dir(args.dir, utt_extra_files=args.utt_extra_files)
@@ -68,9 +69,9 @@ def main(argv: Sequence[str] = None) -> int:
             dd.combine_data_dirs(args.dest, args.srcs)
         elif args.command == "spk2utt":
             d = Path(args.dir)
-            dd.write_table(d / "spk2utt", dd.utt2spk_to_spk2utt(dd.read_table(d / "utt2spk")))
+            write_table(d / "spk2utt", dd.utt2spk_to_spk2utt(read_table(d / "utt2spk")))
         elif args.command == "subset":
-            ids = [line.split()[0] for line in open(args.id_list, encoding="utf-8") if line.strip()]
+            ids = [utt for utt, _ in read_table(args.id_list)]
             dd.subset_data_dir(args.src, args.dest, ids)
         elif args.command == "perturb_speed":
             dd.perturb_speed(args.src, args.dest, args.factor)
@@ -78,7 +79,7 @@ def main(argv: Sequence[str] = None) -> int:
             dd.prepare_lm_text(args.input, args.output, args.exclude)
         elif args.command == "filter":
             dd.filter_by_length(args.dir, args.min_frames, args.max_frames)
-    except (dd.DataDirError, OSError) as e:
+    except (dd.DataDirError, TableError, OSError) as e:
         print(f"data_dir.py {args.command}: {e}", file=sys.stderr)
         return 1
     return 0

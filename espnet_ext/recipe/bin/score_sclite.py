@@ -11,6 +11,7 @@ import sys
 from typing import Sequence
 
 from espnet_ext.recipe.scoring import ScoringError, score, score_types_to_units
+from espnet_ext.utils.kaldi_table import TableError
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -33,7 +34,7 @@ def main(cmd: Sequence[str] = None) -> int:
         return 2
     try:
         r = score(args.ref, args.hyp, args.utt2spk, unit, args.output_dir, args.bpemodel)
-    except ScoringError as e:
+    except (ScoringError, TableError) as e:
         print(f"score_sclite: {e}", file=sys.stderr)
         return 1
     print(f"{kind.upper()} {args.output_dir}: Snt {r['snt']:.0f} Wrd {r['wrd']:.0f} "

@@ -44,6 +44,7 @@ from espnet_ext.recipe.corpus.voices import (
     synthesize_festival,
     wav_seconds,
 )
+from espnet_ext.utils.kaldi_table import read_table_dict
 
 logger = logging.getLogger(__name__)
 
@@ -405,16 +406,6 @@ def write_data_dir(data_dir: Path, utts: Sequence[Utterance], seconds: Dict[Path
     _write_lines(data_dir / "utt2dur", (f"{u.utt_id} {seconds[u.wav]:.3f}" for u in utts))
 
 
-def read_text_file(path: Path) -> Dict[str, str]:
-    """Kaldi ``text``: {id: sentence}."""
-    out = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            key, _, sentence = line.rstrip("\n").partition(" ")
-            out[key] = sentence
-    return out
-
-
 def leak_report(data_dir: Path) -> Tuple[int, List[str]]:
     """Compare every LM/train sentence with every dev/test sentence (after normalisation).
 
@@ -422,7 +413,7 @@ def leak_report(data_dir: Path) -> Tuple[int, List[str]]:
     sentences, report lines).
     """
     eval_text = {s: {corpus_text.normalize_sentence(t) for t in
-                     read_text_file(data_dir / s / "text").values()} for s in EVAL_SUBSETS}
+                     read_table_dict(data_dir / s / "text").values()} for s in EVAL_SUBSETS}
     sources = {name: data_dir / "local" / name / "text" for name in LM_SETS}
     sources["train"] = data_dir / "train" / "text"
     lines = ["# Overlap of LM / ASR-training text with dev and test transcripts",
@@ -431,7 +422,7 @@ def leak_report(data_dir: Path) -> Tuple[int, List[str]]:
     leaks = 0
     examples = []
     for name, path in sources.items():
-        sentences = {corpus_text.normalize_sentence(t) for t in read_text_file(path).values()}
+        sentences = {corpus_text.normalize_sentence(t) for t in read_table_dict(path).values()}
         counts = []
         for subset in EVAL_SUBSETS:
             common = sentences & eval_text[subset]

@@ -192,7 +192,8 @@ def models(cif_task, wordpiece, stats, tmp_path_factory):
     <sos/eos> at id 2 (same size), and a 2-gram ARPA on the list."""
     from espnet2.tasks.lm import LMTask
 
-    from espnet_ext.lm.ngram import estimate_bigram_kn, write_arpa
+    from espnet_ext.lm.arpa import write_arpa
+    from espnet_ext.lm.kneser_ney import estimate_bigram_kn
 
     root = tmp_path_factory.mktemp("eos_models")
     out = {}

@@ -14,17 +14,20 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
-import espnet_ext  # noqa: F401  (registers our classes)
 from espnet2.asr.decoder.rnn_decoder import RNNDecoder
 from espnet2.asr.decoder.transformer_decoder import TransformerDecoder
 from espnet2.lm.espnet_model import ESPnetLanguageModel
 from espnet2.lm.seq_rnn_lm import SequentialRNNLM
+
+import espnet_ext  # noqa: F401  (registers our classes)
 from espnet_ext.asr.decoder.cif_decoder import CIFDecoder
+from espnet_ext.lm.arpa import read_arpa, write_arpa
+from espnet_ext.lm.bigram_lm import BigramLM
+from espnet_ext.lm.clamped_scorer import LOGP_FLOOR, ClampedScorer
 from espnet_ext.lm.ilm_context import ContextLearner
-from espnet_ext.lm.ilm import LOGP_FLOOR, ClampedScorer, InternalLM
+from espnet_ext.lm.internal_lm import InternalLM
 from espnet_ext.lm.kd_lm import KDLanguageModel
-from espnet_ext.lm.ngram import BigramLM, estimate_bigram_kn, read_arpa, write_arpa
+from espnet_ext.lm.kneser_ney import estimate_bigram_kn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tiny_asr_data import asr_data_args, make_tiny_asr_data  # noqa: E402

@@ -1,5 +1,6 @@
 """Token list builders: ESPnet layout, and ids that ESPnet's own tokenizers/converter agree with."""
 import pytest
+
 # The classes espnet2.text.build_tokenizer returns for these token types (imported directly:
 # build_tokenizer also imports the phoneme tokenizers, ~20 s).
 from espnet2.text.char_tokenizer import CharTokenizer
@@ -149,3 +150,45 @@ def test_compact_hugging_face_list_round_trip_and_unknown_pieces(tmp_path, caplo
     # --hf_vocab compact needs the text
     assert make_token_list.main(["--token_type", "hugging_face", "--hf_model", path, "--hf_vocab",
                                  "compact", "--output_dir", str(tmp_path / "x")]) == 2
+
+
+# ----------------------------------------------------------------------------- token-list checks
+def test_token_list_file_keeps_one_id_per_line(tmp_path):
+    # ESPnet reads tokens.txt line by line (line number = id); the reader must not drop or
+    # split lines, else every later id shifts.
+    p = tmp_path / "tokens.txt"
+    p.write_text("<blank>\n<unk>\na\nb c\n<sos/eos>\n", encoding="utf-8")
+    assert T.read_token_list(p) == ["<blank>", "<unk>", "a", "b c", "<sos/eos>"]
+    assert T.read_token_list(str(p)) == T.read_token_list(["<blank>", "<unk>", "a", "b c", "<sos/eos>"])
+
+
+def test_sos_eos_must_be_last():
+    T.check_sos_eos_last(["<blank>", "a", "<sos/eos>"], "x")
+    with pytest.raises(ValueError, match=r"^lm: <sos/eos> must be the last token \(ESPnet LMs use "
+                                         r"sos = eos = V-1 = 2, here 'a'; <sos/eos> is at id 1\)"):
+        T.check_sos_eos_last(["<blank>", "<sos/eos>", "a"], "lm")
+    with pytest.raises(ValueError, match="is at id none"):
+        T.check_sos_eos_last(["<blank>", "a"], "lm")
+
+
+def test_same_tokens_names_first_difference_and_asr_sos_eos(tmp_path):
+    asr = ["<blank>", "<unk>", "a", "b", "<sos/eos>"]
+    lm = tmp_path / "lm_tokens.txt"
+    lm.write_text("<blank>\n<unk>\na\nc\n<sos/eos>\n", encoding="utf-8")
+    T.check_same_tokens(asr, list(asr), "same", asr_sos=4, asr_eos=4)
+    with pytest.raises(ValueError, match=r"first difference at id 3: ASR 'b', LM 'c'"):
+        T.check_same_tokens(asr, lm, "asr vs lm")
+    with pytest.raises(ValueError, match=r"sos/eos ids are 3/3 \('b'/'b'\)"):
+        T.check_same_tokens(asr, asr, "asr", asr_sos=3, asr_eos=3)
+    with pytest.raises(ValueError, match="must be the last token"):
+        T.check_same_tokens(asr[::-1], asr[::-1], "reversed")
+
+
+def test_token_ids_tokenise_like_espnet_and_skip_empty_transcripts(tmp_path, caplog):
+    tokens = ["<blank>", "<unk>", "a", "b", "<space>", "<sos/eos>"]
+    text = tmp_path / "text"
+    text.write_text("u1 ab a\nu2\nu3 bz\n", encoding="utf-8")
+    utts, ids, skipped = T.read_token_ids(text, tokens, "char")
+    # u1: a b <space> a; u3: b and z (not in the list -> <unk>); u2 has no text.
+    assert (utts, ids, skipped) == (["u1", "u3"], [[2, 3, 4, 2], [3, 1]], 1)
+    assert f"{text}:2: no text for utterance u2; skipped" in caplog.text
