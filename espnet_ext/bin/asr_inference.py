@@ -34,6 +34,7 @@ from tqdm import tqdm
 import espnet_ext  # noqa: F401  (registers the CIF model in ESPnet's task registries)
 from espnet_ext.asr.cif import tokens_before_eos
 from espnet_ext.asr.utterance_batch_beam_search import UtteranceBatchBeamSearch
+from espnet_ext.utils.kaldi_table import iter_table
 
 logger = logging.getLogger("espnet_ext.asr_inference")
 
@@ -295,10 +296,8 @@ def utterance_lengths(dataset, keys: Sequence[str], speech_path: str, loader_typ
     lengths: Dict[str, int] = {}
     length_file = _length_file(speech_path, loader_type)
     if length_file is not None:
-        for line in length_file.read_text().splitlines():
-            if line.strip():
-                utt, value = line.split(maxsplit=1)
-                lengths[utt] = int(value.split(",")[0])
+        for utt, value in iter_table(length_file, allow_empty_value=False):
+            lengths[utt] = int(value.split(",")[0])
         if all(k in lengths for k in keys):
             return {k: lengths[k] for k in keys}
         logger.info(f"{length_file} does not cover every utterance; reading the lengths")
@@ -356,8 +355,7 @@ def inference(args: argparse.Namespace, build_scorers: Callable = build_scorers)
             raise ValueError("--data_path_and_name_and_type needs an input named 'speech'")
         keys_to_load = None
         if args.key_file is not None:
-            keys_to_load = [line.split(maxsplit=1)[0] for line in
-                            Path(args.key_file).read_text().splitlines() if line.strip()]
+            keys_to_load = [utt for utt, _ in iter_table(args.key_file)]
         dataset = ESPnetDataset(
             args.data_path_and_name_and_type,
             preprocess=ASRTask.build_preprocess_fn(s2t.asr_train_args, False),

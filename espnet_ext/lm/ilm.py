@@ -2,10 +2,8 @@
 adapters in :mod:`espnet_ext.lm.decoder_adapters`, :class:`InternalLM` and its loaders in
 :mod:`espnet_ext.lm.internal_lm`, :class:`ClampedScorer` in :mod:`espnet_ext.lm.clamped_scorer`,
 :class:`HiddenFrozenMixin` in :mod:`espnet_ext.lm.frozen`, ``check_same_tokens`` in
-:mod:`espnet_ext.utils.tokens`, the CLI in :mod:`espnet_ext.bin.check_token_lists`.
+:mod:`espnet_ext.utils.tokens`; the command line is :mod:`espnet_ext.bin.check_token_lists`.
 """
-from typing import List, Optional
-
 from espnet_ext.lm.clamped_scorer import LOGP_FLOOR, ClampedScorer  # noqa: F401
 from espnet_ext.lm.decoder_adapters import make_adapter  # noqa: F401
 from espnet_ext.lm.frozen import HiddenFrozenMixin  # noqa: F401
@@ -15,14 +13,3 @@ from espnet_ext.lm.internal_lm import (  # noqa: F401
     load_internal_lm,
 )
 from espnet_ext.utils.tokens import check_same_tokens  # noqa: F401
-
-
-def main(cmd: Optional[List[str]] = None) -> None:
-    """Former CLI location; the entry point is :mod:`espnet_ext.bin.check_token_lists`."""
-    from espnet_ext.bin.check_token_lists import main as bin_main
-
-    bin_main(cmd)
-
-
-if __name__ == "__main__":
-    main()

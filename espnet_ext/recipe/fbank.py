@@ -23,6 +23,8 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
+from espnet_ext.utils.kaldi_table import TableError, read_table_dict
+
 logger = logging.getLogger("fbank")
 
 DEFAULT_OPTS = dict(num_mel_bins=80, frame_length=25.0, frame_shift=10.0, dither=0.0,
@@ -106,32 +108,32 @@ def fbank(wave: np.ndarray, opts: Optional[dict] = None) -> np.ndarray:
     return feats.numpy()
 
 
+def _read(path: str) -> Dict[str, str]:
+    """A table of unique ids with values; a malformed one is an AudioError (file and line)."""
+    try:
+        return read_table_dict(path, allow_empty_value=False)
+    except TableError as e:
+        raise AudioError(f"{e}; fix the data directory (utils/data_dir.py fix)") from None
+
+
 def _segments(path: Optional[str]) -> Optional[Dict[str, Tuple[str, float, float]]]:
     if path is None:
         return None
     out = {}
-    for line in open(path, encoding="utf-8"):
-        utt, rec, start, end = line.split()
-        out[utt] = (rec, float(start), float(end))
+    for n, (utt, value) in enumerate(_read(path).items(), 1):
+        fields = value.split()
+        if len(fields) != 3:
+            raise AudioError(f"{path}:{n}: expected '<utt> <recording> <start> <end>', got "
+                             f"{utt} {value}")
+        out[utt] = (fields[0], float(fields[1]), float(fields[2]))
     return out
 
 
 def iter_utterances(wav_scp: str, segments: Optional[str] = None
                     ) -> Iterator[Tuple[str, str, object]]:
     """Yield (utt, source description, loader) where loader() -> (samples, rate)."""
-    recs: List[Tuple[str, str]] = []
-    first_line: Dict[str, int] = {}
-    for n, line in enumerate(open(wav_scp, encoding="utf-8"), 1):
-        parts = line.strip().split(maxsplit=1)
-        if len(parts) != 2:
-            raise AudioError(f"{wav_scp}:{n}: expected '<id> <path or command |>', got {line!r}")
-        if parts[0] in first_line:
-            # Both would land in the ark and a reader would keep one of them silently.
-            raise AudioError(f"{wav_scp}:{n}: duplicate id {parts[0]!r} (first on line "
-                             f"{first_line[parts[0]]}); fix the data directory "
-                             f"(utils/data_dir.py fix)")
-        first_line[parts[0]] = n
-        recs.append((parts[0], parts[1]))
+    # Duplicate ids are refused: both would land in the ark and a reader would keep one of them.
+    recs = list(_read(wav_scp).items())
     segs = _segments(segments)
     if segs is None:
         for utt, entry in recs:

@@ -314,7 +314,7 @@ def test_ilm_context_train_refuses_an_asr_model_with_sep_as_sos_eos(models, tmp_
     assert not (out / "checkpoint.pth").exists()
 
 
-def test_ilm_stages_precheck_refuses_an_asr_model_with_sep_as_sos_eos(models):
+def test_check_token_lists_refuses_an_asr_model_with_sep_as_sos_eos(models):
     """``python -m espnet_ext.bin.check_token_lists`` (run before training any LM for the ASR model)."""
     from espnet_ext.bin.check_token_lists import main
 

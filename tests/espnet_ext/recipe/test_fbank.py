@@ -117,3 +117,21 @@ def test_rerun_reuses_complete_output_and_redoes_changed_input(speech_corpus, tm
     assert list(again) == [line.split()[0] for line in lines]  # exactly the new input's utterances
     for utt, feats in again.items():
         assert np.array_equal(feats, first[utt]), utt
+
+
+@pytest.mark.parametrize("table, lines, message", [
+    ("wav.scp", ["u1 {good}", "u2"], r"wav\.scp:2: id 'u2' has no value"),
+    ("wav.scp", ["u1 {good}", "", "u2 {good}"], r"wav\.scp:2: empty line"),
+    ("segments", ["s1 rec 0.0"], r"segments:1: expected '<utt> <recording> <start> <end>', got s1 rec 0.0"),
+])
+def test_malformed_tables_are_refused_naming_file_and_line(speech_corpus, tmp_path, table, lines,
+                                                           message):
+    good = speech_corpus.utts["spkA-00"][0]
+    scp = tmp_path / "wav.scp"
+    scp.write_text(f"rec {good}\n")
+    path = tmp_path / table
+    path.write_text("".join(line.format(good=good) + "\n" for line in lines))
+    segments = str(path) if table == "segments" else None
+    with pytest.raises(AudioError, match=message):
+        _extract(tmp_path, scp, segments=segments)
+    assert not (tmp_path / "out" / "feats.scp").exists()
