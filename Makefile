@@ -1,6 +1,6 @@
 # The two entry points of the README. Both run the idempotent set-up first (seconds when done).
 SHELL := /bin/bash
-.PHONY: setup recipe test bench
+.PHONY: setup recipe test bench lint
 
 setup:
 	bash tools/setup.sh
@@ -14,3 +14,7 @@ test: setup
 
 bench: setup
 	.venv/bin/python benchmarks/cif_speed.py
+
+# ruff on the Python code and shellcheck on every tracked shell script (tools/lint.sh).
+lint: setup
+	bash tools/lint.sh

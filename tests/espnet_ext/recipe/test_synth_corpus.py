@@ -120,8 +120,11 @@ def test_speaker_design(tiny):
     data, _ = tiny
     spk = {s: set(dict(read_kv(data / s / "utt2spk")).values()) for s in synth.SUBSETS}
     assert spk["test_unseen_voice"] == {"slt"}
-    families = lambda ids: {"kal" if i.startswith("kal_") else "ked" if i.startswith("ked_") else
-                            "slt" if i == "slt" else "espeak" for i in ids}
+
+    def families(ids):
+        return {"kal" if i.startswith("kal_") else "ked" if i.startswith("ked_") else
+                "slt" if i == "slt" else "espeak" for i in ids}
+
     assert families(spk["train"]) == {"kal", "ked", "espeak"}
     assert families(spk["test_in"]) <= families(spk["train"])
     assert not spk["train"] & (spk["dev"] | spk["test_in"] | spk["test_cross"])
