@@ -1,1 +1,2 @@
-"""Token lists shared by the ASR model and every LM."""
+"""Helpers shared by the model side and the recipe tools, importable without torch: token lists
+(``tokens``) and Kaldi tables (``kaldi_table``)."""
