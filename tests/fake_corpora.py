@@ -244,9 +244,10 @@ def toy_size_config(src: Path, dest: Path, teacher_dim: Optional[int] = None) ->
     """A recipe's ASR config at the sizes of conf/train_asr_cif_tiny.yaml, for running the
     recipe's own configuration on a fabricated corpus: model_conf (token symbols, loss weights),
     normalisation, augmentation, optimiser and batching stay as in ``src``; the encoder and
-    decoder sizes and the CIF conv width (``conv_channels``: the encoder size) change, with
-    ``teacher_dim`` also ``distill_conf.teacher_dim`` (MiniLM: 384); ``fold_length`` is dropped
-    (asr.sh passes its own, and ESPnet appends command-line values to a config's list)."""
+    decoder sizes and the CIF conv width (``predictor_conf.conv_channels``: the encoder size)
+    change, with ``teacher_dim`` also ``distiller_conf.teacher_dim`` of a config that names a
+    distiller (MiniLM: 384); ``fold_length`` is dropped (asr.sh passes its own, and ESPnet appends
+    command-line values to a config's list)."""
     import yaml
 
     repo = Path(__file__).resolve().parents[1]
@@ -254,11 +255,10 @@ def toy_size_config(src: Path, dest: Path, teacher_dim: Optional[int] = None) ->
     conf = yaml.safe_load(Path(src).read_text(encoding="utf-8"))
     for section, keys in TOY_SIZES.items():
         conf[section].update({k: tiny[section][k] for k in keys})
-    model_conf = conf["model_conf"]
-    if "conv_channels" in model_conf.get("predictor_conf", {}):
-        model_conf["predictor_conf"]["conv_channels"] = tiny["encoder_conf"]["output_size"]
-    if teacher_dim is not None and "distill_conf" in model_conf:
-        model_conf["distill_conf"]["teacher_dim"] = teacher_dim
+    if "conv_channels" in conf.get("predictor_conf", {}):
+        conf["predictor_conf"]["conv_channels"] = tiny["encoder_conf"]["output_size"]
+    if teacher_dim is not None and "distiller_conf" in conf:
+        conf["distiller_conf"]["teacher_dim"] = teacher_dim
     conf.pop("fold_length", None)
     dest = Path(dest)
     dest.write_text(yaml.safe_dump(conf, sort_keys=False), encoding="utf-8")

@@ -1,4 +1,4 @@
-"""Collect a recipe's sclite results into RESULTS.md.
+"""Collect a recipe's results into RESULTS.md (asr.sh stage 16).
 
 Every ``<asr exp>/<decode dir>/<set>/score_<cer|wer|ter>/result.txt`` below the scanned
 directories becomes a row ``|dataset|Snt|Wrd|Corr|Sub|Del|Ins|Err|S.Err|Len|`` (percentages from
@@ -6,8 +6,10 @@ sclite's Sum/Avg line; dataset = ``<decode dir>/<set>``; Len = mean hypothesis-m
 length per utterance), grouped per experiment and metric. Each
 experiment also gets its model classes and config (from ``config.yaml``), parameter count
 (counted from a saved model), training wall time (runner log footers of ``train*.log``) and
-decoding wall time. LM perplexities and the recipe's per-stage wall times
-(``<exp>/stage_times.tsv``, written by asr.sh) are listed too.
+decoding wall time. Then the LM perplexities, the wall and CPU time of every stage
+(``<exp>/stage_times.tsv``, written by asr.sh), the learning curves, the CIF fire plots, and the
+section files earlier stages wrote: Table 3 of each internal-LM experiment
+(``<exp>/ilm_*/RESULTS.md``) and HKD Table 1 (``<exp>/table1_*.md``).
 """
 import datetime
 import os
@@ -19,6 +21,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from espnet_ext.recipe import learning_curves
 from espnet_ext.recipe.scoring import parse_result
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -116,20 +119,63 @@ def _version(pkg: str) -> str:
         return "-"
 
 
-def stage_times(path: Path) -> List[Tuple[str, str, str, str]]:
-    """Latest (stage, name, seconds, status) per stage from asr.sh's stage_times.tsv.
+STAGE_TIMES_HEADER = ("stage", "name", "tag", "wall_s", "cpu_s", "load_1_5_15", "date", "status")
 
-    A later run that found the stage done ("skipped") keeps the run that did the work.
-    """
-    latest: Dict[str, Tuple[str, str, str, str]] = {}
+
+def stage_times(path: Path) -> List[Dict[str, str]]:
+    """Rows of asr.sh's stage_times.tsv, one per (stage, name, tag), by stage and then in the
+    order they first ran: the latest row of each, except that a later run that found the step
+    done ("skipped") keeps the row of the run that did its work."""
+    latest: "OrderedDict[Tuple[str, str, str], Dict[str, str]]" = OrderedDict()
     if path.is_file():
         for line in path.read_text(encoding="utf-8").splitlines():
             f = line.split("\t")
-            if len(f) >= 4 and f[0].isdigit():
-                if f[3] == "skipped" and latest.get(f[0], ("",) * 4)[3] == "ran":
-                    continue
-                latest[f[0]] = (f[0], f[1], f[2], f[3])
-    return [latest[k] for k in sorted(latest, key=int)]
+            if len(f) != len(STAGE_TIMES_HEADER) or not f[0].isdigit():
+                continue  # the header (or a row of another layout)
+            row = dict(zip(STAGE_TIMES_HEADER, f))
+            key = (row["stage"], row["name"], row["tag"])
+            if row["status"] == "skipped" and latest.get(key, {}).get("status") == "ran":
+                continue
+            latest[key] = row
+    return sorted(latest.values(), key=lambda r: int(r["stage"]))
+
+
+def stage_times_section(root: Path) -> List[str]:
+    rows = stage_times(root / "stage_times.tsv")
+    if not rows:
+        return []
+    lines = [f"## Wall and CPU time per stage ({root}/stage_times.tsv)", "",
+             "CPU time = user + system time of every process of the stage; the load average "
+             "(1/5/15 min, at the end of the stage) shows how busy the machine was. A rerun that "
+             "found a stage done keeps the row of the run that did its work.", "",
+             "|stage|name|config/tag|wall s|CPU s|load|finished|status|",
+             "|---|---|---|---|---|---|---|---|"]
+    wall = cpu = 0
+    for r in rows:
+        lines.append(f"|{r['stage']}|{r['name']}|{r['tag']}|{r['wall_s']}|{r['cpu_s']}|"
+                     f"{r['load_1_5_15']}|{r['date']}|{r['status']}|")
+        wall += int(r["wall_s"])
+        cpu += int(r["cpu_s"])
+    lines += [f"|**total**|||{wall} s ({wall / 60:.1f} min)|{cpu} s ({cpu / 60:.1f} min)||||", ""]
+    return lines
+
+
+def fire_plots_section(roots: List[Path]) -> List[str]:
+    plots = sorted(p for root in roots for p in root.rglob("cif_fires_*.png"))
+    if not plots:
+        return []
+    return ["## CIF fire positions", ""] + [f"- [{png}]({png})" for png in plots] + [""]
+
+
+def section_files(roots: List[Path]) -> List[Path]:
+    """Sections written by earlier stages (and earlier asr.sh calls of the recipe): Table 3 of
+    every internal-LM experiment, then HKD Table 1 of every distiller set."""
+    found = []
+    for root in roots:
+        found += sorted(root.glob("ilm_*/RESULTS.md"))
+    for root in roots:
+        found += sorted(root.glob("table1_*.md"))
+    return found
 
 
 def render(roots: List[Path], title: str = "RESULTS") -> str:
@@ -184,12 +230,11 @@ def render(roots: List[Path], title: str = "RESULTS") -> str:
     if ppl_rows:
         lines += ["## LM perplexity", "", "|lm|dataset|ppl|", "|---|---|---|", *ppl_rows, ""]
     for root in roots:
-        rows = stage_times(root / "stage_times.tsv")
-        if rows:
-            lines += [f"## Stage wall times ({root}/stage_times.tsv, latest run that did each stage's work)",
-                      "", "|stage|name|seconds|status|", "|---|---|---|---|"]
-            lines += [f"|{a}|{b}|{c}|{d}|" for a, b, c, d in rows]
-            lines.append("")
+        lines += stage_times_section(root)
+    lines += learning_curves.section(roots)
+    lines += fire_plots_section(roots)
+    for path in section_files(roots):
+        lines += [path.read_text(encoding="utf-8").rstrip("\n"), ""]
     return "\n".join(lines)
 
 

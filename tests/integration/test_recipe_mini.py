@@ -1,13 +1,14 @@
 """The minisynth recipe end to end: `egs/minisynth/asr1/run.sh --fast true` in a scratch copy.
 
-One subprocess runs every stage (corpus synthesis, fbank, BPE, LM, CIF training, batched beam
-search with and without the LM, sclite, RESULTS.md, the CIF fire plot) on the CI preset; the
+One subprocess runs every stage of asr.sh (corpus synthesis, fbank, BPE, LM, CIF training, batched
+beam search with and without the LM, sclite, RESULTS.md, the CIF fire plot) on the CI preset; the
 test then checks that RESULTS.md has a sclite WER row for every test set with and without the
-LM, the per-step timing and learning-curve sections, and the PNG. The same run has `--ilm true`
-(utils/ilm_stages.sh after decoding): RESULTS.md must also hold the DR-KD paper's Table 3 (every
-ILM method, intra- and cross-domain condition, sclite WER, tuned weights, ILM parameters and
-decoding throughput). The ILM part costs ~3.7 CPU-minutes (measured on the shared 2-core machine:
-stages 2-8 ~130 s, weight grid ~55 s, test decodings ~35 s); MINISYNTH_TEST_ILM=0 leaves it out.
+LM, the per-stage wall/CPU time table, the learning curves, and the PNG. The same run has
+`--ilm true` (asr.sh --use_ilm true: stages 12-13 and the fused decodings of 14-15): RESULTS.md
+must also hold the DR-KD paper's Table 3 (every ILM method, intra- and cross-domain condition,
+sclite WER, tuned weights, ILM parameters and decoding throughput). The ILM part costs ~3.7
+CPU-minutes (measured on the shared 2-core machine: LM trainings ~130 s, weight grid ~55 s, test
+decodings ~35 s); MINISYNTH_TEST_ILM=0 leaves it out.
 """
 import os
 import re
@@ -105,9 +106,10 @@ def check_wer_row(row: dict, refs: dict, hyps: dict, counts: dict) -> None:
     n_words = sum(len(words) for words in refs.values())
     assert (row["snt"], row["wrd"]) == (len(refs), n_words)
     assert (counts["ref"], counts["hyp"]) == (n_words, sum(len(words) for words in hyps.values()))
-    S, D, I = counts["sub"], counts["del"], counts["ins"]
-    assert 4 * S + 3 * D + 3 * I == sum(alignment_cost(refs[u], hyps[u]) for u in refs), (row, counts)
-    for key, n in (("sub", S), ("del", D), ("ins", I), ("err", S + D + I), ("corr", n_words - S - D)):
+    n_sub, n_del, n_ins = counts["sub"], counts["del"], counts["ins"]
+    assert 4 * n_sub + 3 * n_del + 3 * n_ins == sum(alignment_cost(refs[u], hyps[u]) for u in refs), (row, counts)
+    for key, n in (("sub", n_sub), ("del", n_del), ("ins", n_ins), ("err", n_sub + n_del + n_ins),
+                   ("corr", n_words - n_sub - n_del)):
         assert row[key] == pytest.approx(100 * n / n_words, abs=0.051), (key, row, counts)
 
 
@@ -125,12 +127,22 @@ def test_fast_recipe_results_have_every_row(fast_run):
             decode = fast_run / rows[key]["exp"] / key
             check_wer_row(rows[key], refs, read_kaldi_text(decode / "text"),  # the decoding's 1-best
                           sclite_counts(decode / "score_wer" / "result.dtl"))
-    # Model, parameter count, LM perplexities, the shared stage table and run.sh's own sections.
+    # Model, parameter count, LM perplexities, the stage table and the learning curves.
     assert "- model: cif (encoder conformer_pooling, decoder cif_ar); parameters: " in results
     assert "## LM perplexity" in results
-    assert "## Wall and CPU time per step (run.sh, exp/run_times.tsv)" in results
-    for step in ("stage 1", "stage 3", "stage 7", "stage 11", "stage 14", "stages 14-15 without LM"):
-        assert f"|{step}|" in results, step
+    times = stage_table(results)
+    model = "train_asr_cif_mini_fast_bpe_unigram300"
+    for stage, name, tag in (("1", "data preparation", "-"), ("5", "token list (bpe)", "bpe_unigram300"),
+                             ("7", "LM training", "train_lm_mini_fast_bpe_unigram300"),
+                             ("11", "ASR training", model), ("14", "decoding", model),
+                             ("15", "sclite scoring", model), ("16", "RESULTS.md", model)):
+        row = times[(stage, name, tag)]
+        assert row["status"] == "ran" and int(row["wall s"]) >= 0, row
+    # Training is the costliest stage; its CPU time (two DDP ranks) is recorded.
+    assert int(times[("11", "ASR training", model)]["CPU s"]) > 10
+    # One row per stage step; no reserved stages.
+    assert {s for s, _, _ in times} <= {str(n) for n in range(1, 17)}
+    assert "reserved" not in results
     assert "## Learning curves" in results and "valid acc" in results
     pngs = list((fast_run / "exp").rglob("cif_fires_*.png"))
     assert len(pngs) == 1 and pngs[0].stat().st_size > 10000
@@ -152,8 +164,19 @@ def test_fast_recipe_trains_with_two_cpu_ddp_processes(fast_run):
     assert (logs[0].parent / "valid.acc.ave.pth").exists()
 
 
+def stage_table(results: str) -> dict:
+    """{(stage, name, config/tag): {column: cell}} of RESULTS.md's per-stage time table."""
+    section = results.split("## Wall and CPU time per stage (exp/stage_times.tsv)", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("|") and not line.startswith("|---")]
+    head = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert head == ["stage", "name", "config/tag", "wall s", "CPU s", "load", "finished", "status"]
+    rows = [dict(zip(head, (c.strip() for c in line.strip("|").split("|")))) for line in lines[1:]]
+    assert rows[-1]["stage"] == "**total**"
+    return {(r["stage"], r["name"], r["config/tag"]): r for r in rows[:-1]}
+
+
 def table3(results: str) -> dict:
-    """{method: [cells]} of the Table 3 section of RESULTS.md (utils/ilm_stages.sh stage 11)."""
+    """{method: [cells]} of the Table 3 section of RESULTS.md (asr.sh stage 16 with use_ilm)."""
     lines = results.split("## Internal-LM estimation and DR-KD", 1)[1].splitlines()
     head = next(line for line in lines if line.startswith("| WER (%) |"))
     table = lines[lines.index(head):]
@@ -215,21 +238,31 @@ def test_fast_recipe_ilm_table3(fast_run):
             for condition in ("intra", "cross"):
                 assert (ilm_exp / f"tune_{condition}" / method / "grid.md").is_file()
     # Perplexities (paper Fig. 1b) include the cross-domain dev set.
-    assert "## ILM perplexity and parameters" in results and "PPL dev_cross" in results
-    for step in ("ILM 4: DR-LSTM", "ILM 7: DR-KD students", "ILM 9: fusion weight grid",
-                 "ILM 10: fused decoding"):
-        assert f"|{step}|" in results, step
+    assert "### ILM perplexity and parameters" in results and "PPL dev_cross" in results
+    # Stages 12-15 of the same pipeline did the work, one timed row per step.
+    times = stage_table(results)
+    model = ilm_exp.name[4:]
+    for stage, name in (("12", "internal LM: external LMs"), ("12", "internal LM: DR-LSTM"),
+                        ("12", "internal LM: DR-2gram"), ("12", "internal LM: ILME-L learner"),
+                        ("12", "internal LM: DR-KD students"), ("13", "ILM perplexity"),
+                        ("13", "fusion weight grid"), ("14", "fused decoding (Table 3)")):
+        assert times[(stage, name, model)]["status"] == "ran", (stage, name)
+    # dev_cross got features with the other sets (stage 3), but no plain decoding (stage 14).
+    assert (fast_run / "dump/fbank/dev_cross/feats.scp").is_file()
+    assert not list((fast_run / "exp" / ("asr_" + model)).glob("decode_*/dev_cross"))
 
 
 @pytest.mark.slow
 def test_fast_recipe_rerun_skips_finished_work(fast_run):
     """A second run from stage 14 finds every decoding and score done and only rewrites RESULTS.md."""
-    before = (fast_run / "exp" / "run_times.tsv").read_text().count("\n")
+    before = (fast_run / "exp" / "stage_times.tsv").read_text().count("\n")
     proc = subprocess.run(["./run.sh", "--fast", "true", "--stage", "14"], cwd=fast_run,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "decoding" in proc.stderr and ": decoded" in proc.stderr and ": scored" in proc.stderr
-    assert (fast_run / "exp" / "run_times.tsv").read_text().count("\n") > before
+    after = (fast_run / "exp" / "stage_times.tsv").read_text().splitlines()
+    assert len(after) == before + 3  # stages 14, 15, 16: appended rows
+    assert [line.split("\t")[7] for line in after[-3:-1]] == ["skipped", "skipped"]
     # A different corpus preset on the same data/ is refused instead of mixing corpora.
     proc = subprocess.run(["./run.sh", "--stage", "1", "--stop_stage", "1"], cwd=fast_run,
                           capture_output=True, text=True, timeout=60)
@@ -238,12 +271,13 @@ def test_fast_recipe_rerun_skips_finished_work(fast_run):
 
 @pytest.mark.slow
 def test_fast_recipe_hkd_table1_rows(fast_run):
-    """``--hkd true`` on the finished fast run (last in this file: it adds exps to exp/): the
-    wordpiece token list, LM and teacher features, the four Table 1 models and their test_in
-    decodings with and without LM; RESULTS.md gets the labelled Table 1 rows. Stages 1-4 and the
-    default model are done and skipped. The HKD part costs ~490 s of CPU (measured: 20 min wall on
-    a loaded shared machine, ~5 min on 2 idle cores), more than the 3 minutes the default fast run
-    may grow by, so it is this separate slow test rather than part of that run."""
+    """``--hkd true`` on the finished fast run (last in this file: it adds exps to exp/): a second
+    asr.sh call with the wordpiece token list, LM and teacher features and --distillers "none acd
+    lrd hkd": the four Table 1 models and their test_in decodings with and without LM; RESULTS.md
+    gets the labelled Table 1 rows (and keeps Table 3). Stages 1-4 and the default model are done
+    and skipped. The HKD part costs ~490 s of CPU (measured: 20 min wall on a loaded shared
+    machine, ~5 min on 2 idle cores), more than the 3 minutes the default fast run may grow by, so
+    it is this separate slow test rather than part of that run."""
     proc = subprocess.run(["./run.sh", "--fast", "true", "--hkd", "true"], cwd=fast_run,
                           env=dict(os.environ, cmd_backend="local"), capture_output=True, text=True,
                           timeout=1800)
@@ -257,10 +291,17 @@ def test_fast_recipe_hkd_table1_rows(fast_run):
         assert re.search(rf"teacher features {s}: \d+ utterances, 0 misaligned", section), section
     tokens = (fast_run / "data/token_list/wp_minilm/tokens.txt").read_text(encoding="utf-8").split()
     assert 100 < len(tokens) < 5000 and tokens[:2] == ["<blank>", "<unk>"]  # compact, not 30,523
-    # Table 1 models: the base config, plus distill_conf in the three others (teacher dim 384).
+    # Table 1 models: the base config, and with --distiller <d> (teacher dim 384) the three others.
+    import yaml
+
+    base = fast_run / "exp/asr_train_asr_cif_mini_fast_wp_minilm"
     for variant, lrd in (("acd", False), ("lrd", True), ("hkd", True)):
-        exp = fast_run / f"exp/asr_train_asr_cif_mini_fast_{variant}_wp_minilm"
+        exp = Path(f"{base}_{variant}")
         log = (exp / "train.log").read_text(encoding="utf-8")
+        assert f"--distiller {variant} --distiller_conf teacher_dim=384" in log
         assert ("loss_lrd=" in log) == lrd and ("loss_acd=" in log) == (variant != "lrd")
         assert "distill_skipped=0.000e+00" in log  # no utterance left out of distillation
-    assert "distill" not in (fast_run / "exp/asr_train_asr_cif_mini_fast_wp_minilm/config.yaml").read_text()
+        assert f"|{exp.relative_to(fast_run)}|" in section
+    assert yaml.safe_load((base / "config.yaml").read_text()).get("distiller") in (None, "none")
+    if WITH_ILM:
+        assert results.count("## Internal-LM estimation and DR-KD: ") == 1  # Table 3 kept

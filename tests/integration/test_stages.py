@@ -1,6 +1,8 @@
-"""Recipe stage machinery: option parsing (utils/parse_options.sh), the shared pipeline's stage
-selection and skip logic on real audio (egs/TEMPLATE/asr1/asr.sh stages 1-5)."""
+"""Recipe stage machinery: option parsing (utils/parse_options.sh), the shared pipeline's help,
+stage selection, skip logic and per-stage time rows on real audio (egs/TEMPLATE/asr1/asr.sh
+stages 1-5)."""
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -61,15 +63,70 @@ def test_help_lists_options_with_values_and_comments(script):
     assert "help_message" not in r.stdout
 
 
-def test_asr_sh_help_and_unknown_option():
-    r = subprocess.run([str(TEMPLATE / "asr.sh"), "--help"], cwd=TEMPLATE, capture_output=True,
-                       text=True, timeout=30)
-    assert r.returncode == 0
-    for opt in ("--asr_train_module", "--asr_inference_module", "--cmd_backend", "--token_type"):
-        assert opt in r.stdout
-    r = subprocess.run([str(TEMPLATE / "asr.sh"), "--nonsense", "1"], cwd=TEMPLATE,
-                       capture_output=True, text=True, timeout=30)
+FORWARD_SCRIPT = """#!/usr/bin/env bash
+set -euo pipefail
+fast=false       # recipe option
+forward_opts=()
+. {repo}/utils/parse_options.sh
+printf '%s|' "fast=$fast" "${{forward_opts[@]}}"
+"""
+
+
+def test_forwarded_options_keep_their_order_and_values(tmp_path):
+    """A recipe's run.sh takes its own options and hands every other one on, in order."""
+    p = tmp_path / "run.sh"
+    p.write_text(FORWARD_SCRIPT.format(repo=REPO_ROOT))
+    p.chmod(0o755)
+    r = sh(p, "--stage", "11", "--fast", "true", "--asr_args", "--max_epoch 1", "--use-lm=false")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "fast=true|--stage|11|--asr_args|--max_epoch 1|--use_lm|false|"
+    r = sh(p, "--fast", "yes")  # its own options are still checked
+    assert r.returncode == 1 and "--fast expects true or false" in r.stderr
+
+
+def asr_sh_in_template(*args):
+    return subprocess.run([str(TEMPLATE / "asr.sh"), *args], cwd=TEMPLATE, capture_output=True,
+                          text=True, timeout=60)
+
+
+STAGES = {1: "data preparation", 2: "speed perturbation", 3: "fbank features", 4: "length filter",
+          5: "token list", 6: "LM statistics", 7: "LM training", 8: "LM perplexity",
+          9: "PLM teacher features", 10: "ASR statistics", 11: "ASR training", 12: "internal LM",
+          13: "ILM perplexities", 14: "decoding", 15: "sclite scoring", 16: "RESULTS.md"}
+
+
+def test_asr_sh_help_lists_every_stage_and_option():
+    r = asr_sh_in_template("--help")
+    assert r.returncode == 0, r.stderr
+    listed = dict(re.findall(r"^\s+(\d+)  (.+)$", r.stdout, re.M))
+    assert sorted(int(k) for k in listed) == list(range(1, 17))  # no stage left out or reserved
+    for n, name in STAGES.items():
+        assert listed[str(n)].startswith(name), (n, listed[str(n)])
+    # Every option declared in asr.sh is listed once, with its comment.
+    head = (TEMPLATE / "asr.sh").read_text().split("help_message=")[0]
+    declared = re.findall(r"^([a-z_][a-z0-9_]*)=[^(].*?# (.+)$", head, re.M)
+    assert [n for n, _ in declared] == re.findall(r"^([a-z_][a-z0-9_]*)=", head, re.M)  # all commented
+    assert len(declared) >= 80
+    for name, comment in declared:
+        lines = [line for line in r.stdout.splitlines() if line.strip().startswith(f"--{name} ")]
+        assert len(lines) == 1 and comment.strip() in lines[0], (name, lines)
+    for name in ("use_ilm", "distillers", "ilm_cross_text", "inference_without_lm", "plot_cif_fires"):
+        assert f"--{name} " in r.stdout
+    assert "replaced_options" not in r.stdout and "forward_opts" not in r.stdout
+
+
+def test_asr_sh_unknown_replaced_and_missing_options():
+    r = asr_sh_in_template("--nonsense", "1")
     assert r.returncode == 1 and "unknown option --nonsense" in r.stderr
+    # Options of earlier versions name their replacement in one line.
+    for old, new in (("variant", "--distillers"), ("ilm", "--use_ilm true"),
+                     ("decode_without_lm", "--inference_without_lm true"),
+                     ("dev_max_utts", "--ilm_tune_max_utts")):
+        r = asr_sh_in_template(f"--{old}", "x")
+        assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+        assert f"--{old} no longer exists: {new}" in r.stderr
+    r = asr_sh_in_template("--train_set", "train", "--valid_set", "dev", "--stage", "17")
+    assert r.returncode == 2 and "there is no stage 17" in r.stderr and "--use_ilm true --stage 12" in r.stderr
 
 
 # ------------------------------------------------------------------ pipeline stages 1-5
@@ -100,12 +157,15 @@ def asr_sh(recipe: Path, *args, check=True):
     return r
 
 
+def stage_rows(recipe: Path) -> list:
+    lines = (recipe / "exp" / "stage_times.tsv").read_text().splitlines()
+    assert lines[0].split("\t") == ["stage", "name", "tag", "wall_s", "cpu_s", "load_1_5_15", "date",
+                                    "status"]
+    return [dict(zip(lines[0].split("\t"), line.split("\t"))) for line in lines[1:]]
+
+
 def latest_status(recipe: Path) -> dict:
-    out = {}
-    for line in (recipe / "exp" / "stage_times.tsv").read_text().splitlines():
-        f = line.split("\t")
-        out[int(f[0])] = f[3]
-    return out
+    return {int(r["stage"]): r["status"] for r in stage_rows(recipe)}
 
 
 def test_stages_run_once_then_skip_and_redo_only_what_is_missing(speech_corpus, tmp_path):
@@ -115,6 +175,14 @@ def test_stages_run_once_then_skip_and_redo_only_what_is_missing(speech_corpus, 
     assert "fix_data_dir data/train: kept 19 of 20 utterances; dropped 1" in r.stderr
     assert "1 not in text: 'spkA-00'" in r.stderr
     assert latest_status(recipe) == {1: "ran", 2: "skipped", 3: "ran", 4: "ran", 5: "ran"}
+    rows = stage_rows(recipe)
+    assert [r["stage"] for r in rows] == ["1", "2", "3", "4", "5"]
+    assert rows[2]["tag"] == "train dev test" and rows[4]["tag"] == "char"  # stage 3: the sets it made
+    for r in rows:
+        assert int(r["wall_s"]) >= 0 and int(r["cpu_s"]) >= 0 and len(r["load_1_5_15"].split()) == 3
+    # The feature stage's CPU time (user + sys of its jobs) is counted: 32 utterances of fbank
+    # with Python start-ups cost well over a second of CPU; a skipped stage costs none.
+    assert int(rows[2]["cpu_s"]) >= 1 and rows[1]["cpu_s"] == "0"
     feats = recipe / "dump" / "fbank"
     # speech fixture: 10/3/3 sentences x 2 speakers each; train lost spkA-00's transcript
     for name, n in (("train", 19), ("dev", 6), ("test", 6)):
@@ -131,6 +199,7 @@ def test_stages_run_once_then_skip_and_redo_only_what_is_missing(speech_corpus, 
     r = asr_sh(recipe, "--stop_stage", "5")
     assert latest_status(recipe) == {1: "skipped", 2: "skipped", 3: "skipped", 4: "skipped",
                                      5: "skipped"}
+    assert len(stage_rows(recipe)) == 10  # appended, never rewritten
     assert "dump/fbank/train: features done" in r.stderr
     assert [p.stat().st_mtime_ns for p in arks] == stamps
 

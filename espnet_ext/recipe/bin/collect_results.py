@@ -2,8 +2,9 @@
 
     python -m espnet_ext.recipe.bin.collect_results --output RESULTS.md exp
 
-Tables ``|dataset|Snt|Wrd|Corr|Sub|Del|Ins|Err|S.Err|`` per experiment and metric, with model,
-config, parameter count and wall times; see :mod:`espnet_ext.recipe.results`.
+Tables ``|dataset|Snt|Wrd|Corr|Sub|Del|Ins|Err|S.Err|Len|`` per experiment and metric, with model,
+config, parameter count and wall times, then LM perplexities, per-stage wall and CPU times,
+learning curves, CIF fire plots, Table 3 and Table 1 sections; see :mod:`espnet_ext.recipe.results`.
 """
 import argparse
 import sys

@@ -1,13 +1,15 @@
-"""Run a list of decoding-side jobs in one Python process (utils/ilm_stages.sh stages 9-10).
+"""Run a list of decoding-side jobs in one Python process (asr.sh stages 13-15 with use_ilm).
 
-    python -m espnet_ext.recipe.bin.ilm_jobs --jobs exp/asr_cif/ilm/tune_jobs.txt
+    python -m espnet_ext.recipe.bin.ilm_jobs --jobs exp/ilm_cif/tune_jobs.txt
 
-Each line of ``--jobs`` is ``LOG MODULE ARGS...`` (shell-quoted words, e.g. from ``printf %q``):
-``MODULE`` is an entry point under ``espnet_ext.bin`` or ``espnet_ext.recipe.bin`` with ``main(cmd)`` (tune_fusion,
-asr_inference, score_sclite, ...); its log and printed output go to ``LOG``. Why: the fusion grid
-and the test decodings of Table 3 are ~30 short jobs, and starting ESPnet costs ~20 CPU-seconds
-per process, more than a whole job of the mini recipe. Jobs run in order; the first failing job
-stops the run with an error naming it and its log (the jobs resume: each skips finished work).
+Each line of ``--jobs`` is ``[--done MARKER] LOG MODULE ARGS...`` (shell-quoted words, e.g. from
+``printf %q``): ``MODULE`` is an entry point under ``espnet_ext.bin`` or ``espnet_ext.recipe.bin``
+with ``main(cmd)`` (tune_fusion, asr_inference, score_sclite, ...); its log and printed output go
+to ``LOG``. With ``--done MARKER`` the job is skipped when MARKER exists and MARKER is created
+when it succeeds (the recipe's done-marker convention). Why one process: the fusion grid and the
+test decodings of Table 3 are ~30 short jobs, and starting ESPnet costs ~20 CPU-seconds per
+process, more than a whole job of the mini recipe. Jobs run in order; the first failing job stops
+the run with an error naming it and its log (a rerun resumes: finished jobs are skipped).
 """
 import argparse
 import contextlib
@@ -18,23 +20,33 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import List, NamedTuple, Optional, Sequence
 
 logger = logging.getLogger("ilm_jobs")
 _ENTRY_POINT_PACKAGES = ("espnet_ext.bin.", "espnet_ext.recipe.bin.")
 _FORMAT = "%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s"
 
 
-def read_jobs(path: Path) -> List[Tuple[Path, str, List[str]]]:
+class Job(NamedTuple):
+    log: Path
+    module: str
+    args: List[str]
+    done: Optional[Path] = None  # marker: skip when it exists, create after success
+
+
+def read_jobs(path: Path) -> List[Job]:
     jobs = []
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         words = shlex.split(line)
+        done = None
+        if words[:1] == ["--done"] and len(words) > 1:
+            done, words = Path(words[1]), words[2:]
         if len(words) < 2 or not words[1].startswith(_ENTRY_POINT_PACKAGES):
-            raise ValueError(f"{path}:{n}: expected 'LOG MODULE ARGS...' with MODULE under "
-                             f"{' or '.join(_ENTRY_POINT_PACKAGES)}, got {line!r}")
-        jobs.append((Path(words[0]), words[1], words[2:]))
+            raise ValueError(f"{path}:{n}: expected '[--done MARKER] LOG MODULE ARGS...' with MODULE "
+                             f"under {' or '.join(_ENTRY_POINT_PACKAGES)}, got {line!r}")
+        jobs.append(Job(Path(words[0]), words[1], words[2:], done))
     return jobs
 
 
@@ -68,10 +80,16 @@ def main(cmd: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format=_FORMAT, stream=sys.stderr)
     jobs = read_jobs(args.jobs)
     t0 = time.time()
-    for i, (log, module, job_args) in enumerate(jobs, 1):
+    for i, job in enumerate(jobs, 1):
+        if job.done is not None and job.done.exists():
+            logger.info(f"job {i}/{len(jobs)}: {job.module} done earlier ({job.done})")
+            continue
         t = time.time()
-        logger.info(f"job {i}/{len(jobs)}: {module} (log: {log})")
-        run_job(log, module, job_args)
+        logger.info(f"job {i}/{len(jobs)}: {job.module} (log: {job.log})")
+        run_job(job.log, job.module, job.args)
+        if job.done is not None:
+            job.done.parent.mkdir(parents=True, exist_ok=True)
+            job.done.touch()
         logger.info(f"job {i}/{len(jobs)} done in {time.time() - t:.1f} s")
     logger.info(f"{len(jobs)} jobs done in {time.time() - t0:.1f} s")
     return 0

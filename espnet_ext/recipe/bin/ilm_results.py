@@ -1,7 +1,11 @@
-"""Collect the ILM stages' results in the DR-KD paper's Table 3 layout (Markdown on stdout).
+"""Collect the internal-LM stages' results in the DR-KD paper's Table 3 layout (Markdown).
 
-    python -m espnet_ext.recipe.bin.ilm_results --ilm_exp exp/asr_cif/ilm --conditions "intra cross" \\
-        --test_sets_intra test_in --test_sets_cross test_cross [--score_type cer]
+    python -m espnet_ext.recipe.bin.ilm_results --ilm_exp exp/ilm_cif --asr_exp exp/asr_cif \\
+        --conditions "intra cross" --test_sets_intra test_in --test_sets_cross test_cross \\
+        [--score_type cer] [--output exp/ilm_cif/RESULTS.md]
+
+The section (asr.sh stage 16; included in the recipe's RESULTS.md) is headed by the ASR model and
+followed by the ILM perplexity and parameter table of ``<ilm_exp>/perplexity/perplexity.md``.
 
 Rows: No LM, SF, ILME-Z, ILME-L, DR, DR-2gram, DR-KD-Z, DR-KD-L (those decoded); columns: error
 rate per condition and test set with the relative reduction over SF in brackets, the tuned
@@ -82,9 +86,23 @@ def format_table(result: Dict, conditions: Sequence[str], score_type: str) -> st
     return "\n".join(lines)
 
 
+def render_section(ilm_exp: Path, asr_exp: str, table: str) -> str:
+    lines = [f"## Internal-LM estimation and DR-KD: {asr_exp} ({ilm_exp})", "",
+             "Relative change over SF in brackets (positive = fewer errors); weights tuned on dev; "
+             "ILM params: parameters the ILM term runs (Fig. 1a); audio-s/s: decoding throughput.",
+             "", table]
+    ppl = ilm_exp / "perplexity" / "perplexity.md"
+    if ppl.is_file():
+        lines += ["", f"### ILM perplexity and parameters ({ilm_exp}/perplexity)", "",
+                  ppl.read_text(encoding="utf-8").rstrip("\n")]
+    return "\n".join(lines) + "\n"
+
+
 def main(cmd: Optional[Sequence[str]] = None) -> str:
-    parser = argparse.ArgumentParser(description="Table 3 of the ILM stages")
+    parser = argparse.ArgumentParser(description="Table 3 of the internal-LM stages")
     parser.add_argument("--ilm_exp", required=True, type=Path)
+    parser.add_argument("--asr_exp", default=None, help="the ASR experiment (section heading)")
+    parser.add_argument("--output", type=Path, default=None, help="write here instead of stdout")
     parser.add_argument("--methods", default=" ".join(METHOD_NAMES))
     parser.add_argument("--conditions", default="intra cross")
     parser.add_argument("--test_sets_intra", default="")
@@ -95,12 +113,15 @@ def main(cmd: Optional[Sequence[str]] = None) -> str:
     conditions = args.conditions.split()
     test_sets = {"intra": args.test_sets_intra.split(), "cross": args.test_sets_cross.split()}
     result = collect(args.ilm_exp, args.methods.split(), conditions, test_sets, args.score_type)
-    text = json.dumps(result, indent=2) if args.json else "\n".join([
-        f"## Internal-LM estimation and DR-KD ({args.ilm_exp})", "",
-        "Relative change over SF in brackets (positive = fewer errors); weights tuned on dev; "
-        "ILM params: parameters the ILM term runs (Fig. 1a); audio-s/s: decoding throughput.", "",
-        format_table(result, conditions, args.score_type)])
-    print(text)
+    if args.json:
+        text = json.dumps(result, indent=2) + "\n"
+    else:
+        text = render_section(args.ilm_exp, args.asr_exp or str(args.ilm_exp),
+                              format_table(result, conditions, args.score_type))
+    if args.output is None:
+        print(text, end="")
+    else:
+        args.output.write_text(text, encoding="utf-8")
     return text
 
 

@@ -1,5 +1,5 @@
-"""espnet_ext.recipe.bin.ilm_jobs: the job lists of utils/ilm_stages.sh stages 9-10, run in one process
-(here with real sclite scoring jobs)."""
+"""espnet_ext.recipe.bin.ilm_jobs: the job lists of asr.sh's internal-LM steps (stages 13-15), run in
+one process (here with real sclite scoring jobs)."""
 import shlex
 
 import pytest
@@ -65,3 +65,34 @@ def test_failing_job_stops_the_list_naming_its_log(texts):
     bad = write(tmp / "bad_jobs.txt", [job(tmp / "x.log", "os.system", "true")])
     with pytest.raises(ValueError, match="bad_jobs.txt:1"):
         ilm_jobs.read_jobs(bad)
+
+
+def test_done_markers_skip_finished_jobs_and_mark_new_ones(texts):
+    tmp, ref, good, short = texts
+    marker_a, marker_b = tmp / "a" / ".done.score", tmp / "b" / ".done.score"
+    marker_b.parent.mkdir(parents=True)
+    marker_b.touch()  # b finished in an earlier run: its (failing) job must not run again
+    jobs = write(tmp / "jobs.txt", [
+        job("--done", marker_a, tmp / "a" / "score.log", "espnet_ext.recipe.bin.score_sclite",
+            "--ref", ref, "--hyp", good, "--score_type", "wer", "--output_dir", tmp / "a" / "score_wer"),
+        job("--done", marker_b, tmp / "b" / "score.log", "espnet_ext.recipe.bin.score_sclite",
+            "--ref", ref, "--hyp", short, "--score_type", "wer", "--output_dir", tmp / "b" / "score_wer"),
+    ])
+    parsed = ilm_jobs.read_jobs(jobs)
+    assert [j.done for j in parsed] == [marker_a, marker_b]
+    assert parsed[0].log == tmp / "a" / "score.log" and parsed[0].args[:2] == ["--ref", str(ref)]
+    assert ilm_jobs.main(["--jobs", str(jobs)]) == 0
+    assert marker_a.is_file() and (tmp / "a" / "score_wer" / "result.txt").is_file()
+    assert not (tmp / "b" / "score.log").exists()
+    # A rerun finds both done and runs nothing (the result is not rewritten).
+    stamp = (tmp / "a" / "score_wer" / "result.txt").stat().st_mtime_ns
+    assert ilm_jobs.main(["--jobs", str(jobs)]) == 0
+    assert (tmp / "a" / "score_wer" / "result.txt").stat().st_mtime_ns == stamp
+    # A failing job leaves no marker.
+    marker_c = tmp / "c" / ".done.score"
+    failing = write(tmp / "fail.txt", [job("--done", marker_c, tmp / "c" / "score.log",
+                                           "espnet_ext.recipe.bin.score_sclite", "--ref", ref, "--hyp",
+                                           short, "--score_type", "wer", "--output_dir", tmp / "c")])
+    with pytest.raises(RuntimeError):
+        ilm_jobs.main(["--jobs", str(failing)])
+    assert not marker_c.exists()

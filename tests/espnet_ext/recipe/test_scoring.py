@@ -128,9 +128,21 @@ def test_collect_results_writes_results_md(wer_case, tmp_path):
         "# Ended (code 0) at Mon, elapsed time 7 seconds\n")
     score(ref, hyp, utt2spk, "word", dec / "score_wer")
     score(ref, hyp, utt2spk, "char", dec / "score_cer")
-    (tmp_path / "exp" / "stage_times.tsv").write_text(
-        "3\tfbank features\t8\tran\tx\n3\tfbank features\t0\tskipped\ty\n"   # rerun: kept the work
-        "4\tlength filter\t2\tran\tx\n4\tlength filter\t1\tran\ty\n")      # redone: the latest
+    head = "stage\tname\ttag\twall_s\tcpu_s\tload_1_5_15\tdate\tstatus\n"
+    (tmp_path / "exp" / "stage_times.tsv").write_text(head + "".join("\t".join(row) + "\n" for row in [
+        ("3", "fbank features", "train dev", "8", "12", "1.0 0.5 0.2", "d1", "ran"),
+        ("3", "fbank features", "-", "0", "0", "1.0 0.5 0.2", "d2", "skipped"),
+        ("3", "fbank features", "dev_cross", "3", "2", "1.0 0.5 0.2", "d3", "ran"),  # another set: own row
+        ("4", "length filter", "-", "2", "1", "1.0 0.5 0.2", "d1", "ran"),
+        ("12", "internal LM: DR-LSTM", "tiny_char", "5", "4", "2.0 1.5 1.2", "d3", "ran"),  # listed by stage
+        ("11", "ASR training", "tiny_char", "100", "150", "2.0 1.5 1.2", "d4", "ran"),
+        ("11", "ASR training", "tiny_char", "1", "0", "0.1 0.1 0.1", "d5", "skipped"),  # rerun: kept the work
+        ("4", "length filter", "-", "1", "1", "1.0 0.5 0.2", "d6", "ran"),  # redone: the latest
+    ]))
+    # Sections of earlier stages (Table 3, Table 1) are included as written.
+    (tmp_path / "exp" / "ilm_tiny").mkdir()
+    (tmp_path / "exp" / "ilm_tiny" / "RESULTS.md").write_text("## Internal-LM estimation and DR-KD: x\n\n|t3|\n")
+    (tmp_path / "exp" / "table1_tiny.md").write_text("## HKD paper Table 1: CIF / +HKD, WER on test\n\n|t1|\n")
     out = tmp_path / "RESULTS.md"
     assert collect_results.main(["--output", str(out), str(tmp_path / "exp")]) == 0
     md = out.read_text()
@@ -141,7 +153,19 @@ def test_collect_results_writes_results_md(wer_case, tmp_path):
     assert "model: cif (encoder conformer_pooling, decoder cif_ar); parameters: 121,000 (0.12 M)" in md
     assert "config: conf/tiny.yaml" in md and "training wall time: 61 s" in md
     assert "decode_beam10/test 7 s (1 jobs)" in md
-    assert "|3|fbank features|8|ran|" in md and "|4|length filter|1|ran|" in md
+    times = md.split("## Wall and CPU time per stage")[1].split("\n## ")[0]
+    rows = [line for line in times.splitlines() if line.startswith("|") and not line.startswith("|-")]
+    assert rows == ["|stage|name|config/tag|wall s|CPU s|load|finished|status|",
+                    "|3|fbank features|train dev|8|12|1.0 0.5 0.2|d1|ran|",
+                    "|3|fbank features|-|0|0|1.0 0.5 0.2|d2|skipped|",
+                    "|3|fbank features|dev_cross|3|2|1.0 0.5 0.2|d3|ran|",
+                    "|4|length filter|-|1|1|1.0 0.5 0.2|d6|ran|",
+                    "|11|ASR training|tiny_char|100|150|2.0 1.5 1.2|d4|ran|",
+                    "|12|internal LM: DR-LSTM|tiny_char|5|4|2.0 1.5 1.2|d3|ran|",
+                    # 8 + 0 + 3 + 1 + 100 + 5 = 117 s wall; 12 + 0 + 2 + 1 + 150 + 4 = 169 s CPU
+                    "|**total**|||117 s (1.9 min)|169 s (2.8 min)||||"]
+    assert md.index("## Wall and CPU time") < md.index("## Internal-LM estimation and DR-KD: x\n\n|t3|")
+    assert md.index("|t3|") < md.index("## HKD paper Table 1: CIF / +HKD, WER on test\n\n|t1|")
     assert parse_result(dec / "score_wer" / "result.txt")["err"] == 33.3
 
 

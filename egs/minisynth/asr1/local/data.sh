@@ -39,7 +39,10 @@ fi
 
 # The recipe's path.sh activates the project environment; without it, use the repo's venv.
 if [ -f ./path.sh ]; then
-    set +u; . ./path.sh; set -u
+    set +u
+    # shellcheck disable=SC1091
+    . ./path.sh
+    set -u
 elif [ -f "$(dirname "$0")/../../../../.venv/bin/activate" ]; then
     set +u; . "$(dirname "$0")/../../../../.venv/bin/activate"; set -u
 fi
@@ -48,4 +51,6 @@ mkdir -p "$data_dir/local/log"
 echo "$0: synthesising the corpus ($config, seed $seed, nj $nj); log: $data_dir/local/log/synth_corpus.log"
 python -m espnet_ext.recipe.bin.synth_corpus --config "$config" --seed "$seed" --nj "$nj" \
     --data_dir "$data_dir" --corpus_dir "$corpus_dir" ${extra_opts[@]+"${extra_opts[@]}"}
+# The preset this data/ holds (run.sh refuses to mix corpora in one data/).
+echo "fast=$fast seed=$seed" > "$data_dir/.minisynth_preset"
 echo "$0: done; corpus statistics in $data_dir/local/corpus_stats.json"

@@ -1,7 +1,7 @@
-#!/usr/bin/env python3
-"""Print the local directory of a pre-trained LM (tokenizer + weights) for the recipe.
+"""Print the local directory of a pre-trained LM (tokenizer + weights) for asr.sh.
 
-    local/resolve_plm.py bert-base-uncased [--download_dir downloads/plm] [--download true]
+    python -m espnet_ext.recipe.bin.resolve_plm bert-base-uncased [--download_dir downloads/plm]
+        [--download true]
 
 NAME may be a local directory (printed as is), a Hugging Face model name already in the HF cache
 (resolved offline), or, with ``--download true`` and network, a name fetched into
@@ -42,7 +42,7 @@ def resolve(name: str, download_dir: Path, download: bool) -> Path:
     if not download:
         raise SystemExit(
             f"resolve_plm: the PLM '{name}' is neither a directory nor in the Hugging Face cache.\n"
-            f"  Give a local copy (run.sh --plm /path/to/{name}), or rerun with --download true "
+            f"  Give a local copy (e.g. run.sh --plm /path/to/{name}), or rerun with --download true "
             f"on a machine with network\n  (it is saved to {local}), or fetch it elsewhere with "
             f"`huggingface-cli download {name} --local-dir {local}`.")
     if not reachable(f"https://huggingface.co/{name}/resolve/main/config.json"):

@@ -1,11 +1,10 @@
-#!/usr/bin/env python3
-"""The HKD paper's Table 1 section of RESULTS.md (run.sh --hkd true): one row per system
-(CIF, +ACD, +LRD, +HKD) with its sclite WER on one test set, decoded without and with the LM,
-plus the teacher features behind it (utterances, misaligned ones, storage).
+"""The HKD paper's Table 1 section of RESULTS.md (asr.sh stage 16 with several --distillers): one
+row per system (CIF, +ACD, +LRD, +HKD) with its sclite WER on one test set, decoded without and
+with the LM, plus the teacher features behind it (utterances, misaligned ones, storage).
 
-    local/hkd_table1.py --test_set test_in --plm_dir dump/plm_wp_minilm --sets "train dev" \
-        --row CIF=exp/asr_train_asr_cif_mini_wp_minilm --row +ACD=exp/asr_..._acd_wp_minilm ... \
-        >> RESULTS.md
+    python -m espnet_ext.recipe.bin.hkd_table1 --test_set test_in --plm_dir dump/plm_wp_minilm \
+        --sets "train dev" --row CIF=exp/asr_train_asr_cif_mini_wp_minilm \
+        --row +ACD=exp/asr_train_asr_cif_mini_wp_minilm_acd ... [--output exp/table1_<tag>.md]
 
 A system whose decoding is missing shows "-" (its row is still printed, labelled).
 """
@@ -14,14 +13,14 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from espnet_ext.recipe.learning_curves import parse_epochs
 from espnet_ext.recipe.results import _human, count_parameters
 from espnet_ext.recipe.scoring import parse_result
-from recipe_report import parse_epochs  # local/, next to this script
 
 
-def wer(exp: Path, test_set: str, with_lm: bool) -> Optional[dict]:
+def error_rate(exp: Path, test_set: str, with_lm: bool, score_type: str = "wer") -> Optional[dict]:
     """sclite Sum/Avg of the (newest) decoding of ``test_set`` with or without the LM."""
-    found = [r for r in exp.glob(f"decode_*/{test_set}/score_wer/result.txt")
+    found = [r for r in exp.glob(f"decode_*/{test_set}/score_{score_type}/result.txt")
              if ("_lm_" in r.parts[-4]) == with_lm]
     if not found:
         return None
@@ -57,21 +56,25 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--row", action="append", required=True, metavar="LABEL=EXPDIR")
     p.add_argument("--test_set", default="test_in")
+    p.add_argument("--score_type", default="wer", choices=("wer", "cer", "ter"))
     p.add_argument("--plm_dir", default=None, help="teacher features dir (dump/plm_<tag>)")
     p.add_argument("--sets", default="train dev", help="sets of --plm_dir to summarise")
     p.add_argument("--note", default="", help="a line under the heading (units, teacher)")
+    p.add_argument("--output", type=Path, default=None, help="write here instead of stdout")
     args = p.parse_args(argv)
 
-    out = [f"## HKD paper Table 1: CIF / +ACD / +LRD / +HKD, WER on {args.test_set}", ""]
+    rows = [row.partition("=")[::2] for row in args.row]
+    metric = args.score_type.upper()
+    out = [f"## HKD paper Table 1: {' / '.join(label for label, _ in rows)}, {metric} on {args.test_set}", ""]
     if args.note:
         out += [args.note, ""]
-    out += ["|Table 1 system|WER w/o LM|WER with LM|S.Err w/o LM|epochs|dev acc (tf)|"
+    out += [f"|Table 1 system|{metric} w/o LM|{metric} with LM|S.Err w/o LM|epochs|dev acc (tf)|"
             "parameters (training-only heads incl.)|exp|",
             "|---|---|---|---|---|---|---|---|"]
-    for row in args.row:
-        label, _, exp = row.partition("=")
+    for label, exp in rows:
         exp = Path(exp)
-        no_lm, lm = wer(exp, args.test_set, False), wer(exp, args.test_set, True)
+        no_lm = error_rate(exp, args.test_set, False, args.score_type)
+        lm = error_rate(exp, args.test_set, True, args.score_type)
         fmt = lambda r, k="err": f"{r[k]:.1f}" if r else "-"  # noqa: E731
         params = _human(count_parameters(exp)) if (exp / "config.yaml").is_file() else "-"
         epochs, dev_acc = training_summary(exp)
@@ -79,7 +82,11 @@ def main(argv=None) -> int:
     out.append("")
     if args.plm_dir:
         out += plm_summary(Path(args.plm_dir), args.sets.split()) + [""]
-    print("\n".join(out))
+    text = "\n".join(out) + "\n"
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        args.output.write_text(text, encoding="utf-8")
     return 0
 
 

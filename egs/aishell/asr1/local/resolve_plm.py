@@ -1,1 +1,0 @@
-../../../librispeech/asr1/local/resolve_plm.py

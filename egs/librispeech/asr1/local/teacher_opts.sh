@@ -1,1 +1,0 @@
-../../../aishell/asr1/local/teacher_opts.sh
