@@ -7,8 +7,9 @@ Two tables:
 1. ``step``: full training steps (forward + backward + AdamW) of the CIF model built by
    CIFASRTask from ``--config`` (default: the AISHELL-1 paper model, 47 M parameters) on one fixed
    batch of ``--batch`` utterances x ``--frames`` fbank frames x ``--tokens`` targets (incl. EOS)
-   with random teacher features. Each variant swaps a HierarchicalDistiller into the model;
-   variants are timed round-robin (one step each per round) so machine load hits all alike.
+   with random teacher features. Each variant swaps into the model a distiller built as
+   ``--distiller``/``--distiller_conf`` build it (espnet_ext.asr.cif_part_choices); variants are
+   timed round-robin (one step each per round) so machine load hits all alike.
    ``ratio`` = step time / baseline step time, measured.
 2. ``distiller``: the distiller alone (forward + backward) on ``--distill_batch`` utterances x
    ``--tokens`` (default: the step's batch), CIF outputs and decoder states of the model's sizes.
@@ -20,8 +21,9 @@ Two tables:
    with the number of utterances, the distiller depends only on the token count.
 
 Time: on CUDA wall time (synchronised); on CPU the process's CPU time (all threads), because wall
-time on shared cores mostly measures the neighbours. Memory: on CUDA peak ``max_memory_allocated`` per step / per distiller call; on CPU the bytes of
-tensors autograd keeps for backward (activation memory). Target: HKD at K=700, N~2000 tokens
+time on shared cores mostly measures the neighbours. Memory: on CUDA peak ``max_memory_allocated``
+per step / per distiller call; on CPU the bytes of tensors autograd keeps for backward (activation
+memory). Target: HKD at K=700, N~2000 tokens
 <= 1.10x the baseline step.
 """
 import contextlib
@@ -40,13 +42,14 @@ from common import base_parser, emit, machine_info  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
+# benchmark variant -> (--distiller choice, --distiller_conf beyond teacher_dim); None: no distiller
 VARIANTS = {
     "cif": None,
-    "acd_k100": dict(acoustic_loss="contrastive", linguistic_weight=0.0, num_negatives=100),
-    "acd_k300": dict(acoustic_loss="contrastive", linguistic_weight=0.0, num_negatives=300),
-    "acd_k700": dict(acoustic_loss="contrastive", linguistic_weight=0.0, num_negatives=700),
-    "lrd": dict(acoustic_loss="none", linguistic_weight=0.01),
-    "hkd": dict(acoustic_loss="contrastive", linguistic_weight=0.01, num_negatives=700),
+    "acd_k100": ("acd", dict(num_negatives=100)),
+    "acd_k300": ("acd", dict(num_negatives=300)),
+    "acd_k700": ("acd", dict(num_negatives=700)),
+    "lrd": ("lrd", {}),
+    "hkd": ("hkd", dict(num_negatives=700)),
 }
 
 
@@ -116,14 +119,26 @@ def make_batch(args, device):
 
 
 def make_distillers(names, model, args, device):
-    from espnet_ext.distill.hkd import HierarchicalDistiller
+    """The distillers as the model builds them from ``--distiller``/``--distiller_conf``."""
+    from espnet_ext.asr.cif_part_choices import distiller_choices
 
-    return {
-        n: None if VARIANTS[n] is None else HierarchicalDistiller(
+    distillers = {}
+    for n in names:
+        if VARIANTS[n] is None:
+            distillers[n] = None
+            continue
+        choice, conf = VARIANTS[n]
+        distillers[n] = distiller_choices.get_class(choice)(
             cif_dim=model.decoder.cif_dim, decoder_state_dim=model.decoder.state_dim,
-            teacher_dim=args.teacher_dim, **VARIANTS[n]).to(device)
-        for n in names
-    }
+            teacher_dim=args.teacher_dim, **conf).to(device)
+    return distillers
+
+
+def negatives(distiller) -> object:
+    """K of a contrastive distiller, else "" (the tables' K column)."""
+    if distiller is None or distiller.acoustic_loss != "contrastive":
+        return ""
+    return distiller.num_negatives
 
 
 def step_table(args, model, distillers, device):
@@ -159,10 +174,9 @@ def step_table(args, model, distillers, device):
     base = statistics.median(times[names[0]])
     rows = []
     for name in names:
-        conf = VARIANTS[name] or {}
         med = statistics.median(times[name])
         rows.append({
-            "variant": name, "K": conf.get("num_negatives", "") if conf.get("acoustic_loss") == "contrastive" else "",
+            "variant": name, "K": negatives(distillers[name]),
             "utts": args.batch, "N_tokens": args.batch * args.tokens, "step_ms": med * 1000,
             "ratio": med / base, "peak_MiB": peaks[name] / 2**20, "peak_ratio": peaks[name] / max(peaks[names[0]], 1),
         })
@@ -190,9 +204,8 @@ def distiller_table(args, model, distillers, device, base_step_s):
 
         samples = [measure(run, args.cuda) for _ in range(1 + args.distill_repeats)][1:]
         t = statistics.median(s[0] for s in samples)
-        conf = VARIANTS[name]
         rows.append({
-            "variant": name, "K": conf.get("num_negatives", "") if conf["acoustic_loss"] == "contrastive" else "",
+            "variant": name, "K": negatives(d),
             "utts": B, "N_tokens": B * L1, "distill_ms": t * 1000,
             "base_step_ms": scaled_base * 1000, "ratio_est": (scaled_base + t) / scaled_base,
             "peak_MiB": max(s[1] for s in samples) / 2**20,

@@ -15,10 +15,19 @@ Bad input: speech features holding NaN/inf are refused with an error naming the 
 non-finite loss is logged with the batch's utterances (and those whose teacher features are not
 finite) and reported as the stat ``nonfinite_loss``; ESPnet then skips that update.
 
-model_conf keys: ctc_weight (0.5), quantity_weight (1.0), lsm_weight (0.1), predictor_conf
-(CIFPredictor kwargs: conv_channels, kernel_size, dropout_rate, threshold, tail_threshold),
-distill_conf (HierarchicalDistiller kwargs; with it, ``plm_feats`` (B, L+1, Dt) in the batch adds
-the distillation sums / Σ(L+1) to the loss), plus ESPnet's ignore_id, report_cer/wer, sym_*.
+model_conf keys: ctc_weight (0.5), quantity_weight (1.0), lsm_weight (0.1), plus ESPnet's
+ignore_id, report_cer/wer, sym_*. The two parts of the CIF model that ESPnet's ASRTask does not
+build, the predictor and the optional distiller, are chosen by name and conf
+(:mod:`espnet_ext.asr.cif_part_choices`): CIFASRTask takes them as ``--predictor``/
+``--predictor_conf`` and ``--distiller``/``--distiller_conf`` and writes them into ``model_conf``,
+the only options ESPnet's ``ASRTask.build_model`` hands a model, so stock
+``ASRTask.build_model_from_file`` rebuilds the same model from config.yaml. The model builds the
+parts itself because their sizes come from the encoder and decoder that build_model makes just
+before it. With a distiller, ``plm_feats`` (B, L+1, Dt) in the batch adds the distillation sums /
+Σ(L+1) to the loss.
+
+Precision under a bf16 autocast (``--cpu_bf16``, espnet_ext.train.trainer): CTC, the CE and
+quantity losses, the CIF weights and integration, and the distillation losses run in fp32.
 
 Deliberate differences from the reference (also in docs/differences.md):
 - CTC uses ESPnet's CTC module with ``zero_infinity`` (ctc_conf); infeasible utterances are logged.
@@ -48,7 +57,7 @@ from espnet2.torch_utils.device_funcs import force_gatherable
 from typeguard import typechecked
 
 from espnet_ext.asr.cif import CIFOutput
-from espnet_ext.asr.cif_predictor import CIFPredictor
+from espnet_ext.asr.cif_part_choices import distiller_choices, predictor_choices
 from espnet_ext.asr.decoder.cif_decoder import CIFDecoder
 
 
@@ -84,11 +93,13 @@ class CIFASRModel(ESPnetASRModel):
         decoder: AbsDecoder,
         ctc: CTC,
         joint_network: Optional[torch.nn.Module] = None,
+        predictor: str = "cif",
         predictor_conf: Optional[dict] = None,
+        distiller: Optional[str] = None,
+        distiller_conf: Optional[dict] = None,
         ctc_weight: float = 0.5,
         quantity_weight: float = 1.0,
         lsm_weight: float = 0.1,
-        distill_conf: Optional[dict] = None,
         ignore_id: int = -1,
         report_cer: bool = True,
         report_wer: bool = True,
@@ -122,13 +133,14 @@ class CIFASRModel(ESPnetASRModel):
         cif_dim = postencoder.output_size() if postencoder is not None else encoder.output_size()
         if decoder.cif_dim != cif_dim:
             raise ValueError(f"decoder CIF input size {decoder.cif_dim} != encoder output size {cif_dim}")
-        self.predictor = CIFPredictor(cif_dim, **(predictor_conf or {}))
+        self.predictor = predictor_choices.get_class(predictor)(cif_dim, **(predictor_conf or {}))
+        distiller_class = distiller_choices.get_class(distiller)
+        if distiller_class is None and distiller_conf:
+            raise ValueError(f"distiller_conf {distiller_conf} given without a distiller")
         self.distiller = None
-        if distill_conf is not None:
-            from espnet_ext.distill.hkd import HierarchicalDistiller
-
-            self.distiller = HierarchicalDistiller(
-                cif_dim=cif_dim, decoder_state_dim=decoder.state_dim, **distill_conf
+        if distiller_class is not None:
+            self.distiller = distiller_class(
+                cif_dim=cif_dim, decoder_state_dim=decoder.state_dim, **(distiller_conf or {})
             )
 
     def strip_training_heads(self) -> "CIFASRModel":
@@ -208,12 +220,15 @@ class CIFASRModel(ESPnetASRModel):
         )
         if self.ctc is not None:
             self._warn_ctc_infeasible(encoder_out_lens, ys_out, ys_lens, utt_id)
-            # ESPnet's CTC returns the batch mean: times B gives the reference's sum.
-            loss_ctc = (self.ctc(encoder_out, encoder_out_lens, ys_out, ys_lens) * batch_size).sum()
+            # ESPnet's CTC returns the batch mean: times B gives the reference's sum. In fp32 (its
+            # log-softmax would follow a bf16 autocast).
+            with torch.autocast(encoder_out.device.type, enabled=False):
+                ctc_in = encoder_out.to(self.ctc.ctc_lo.weight.dtype)
+                loss_ctc = (self.ctc(ctc_in, encoder_out_lens, ys_out, ys_lens) * batch_size).sum()
             total = total + self.ctc_weight * loss_ctc
             stats["loss_ctc"] = loss_ctc.detach() / num_tokens
         if self.distiller is not None and (
-            plm_feats is not None or getattr(self.distiller, "has_online_teacher", False)
+            plm_feats is not None or self.distiller.has_online_teacher
         ):
             parts = self.distiller(
                 cif_out=cif_out.outputs, cif_lengths=cif_out.lengths, decoder_states=dec_states,

@@ -13,16 +13,21 @@ Deliberate differences from the reference (also in docs/differences.md):
   including validation inside training (the reference validates with 0.5).
 - Padded frames are zeroed before the conv (the reference's conv sees unmasked padding), so the
   last valid frames get the same weight whether or not the utterance is padded.
+
+Precision: the weights and the integration run in the predictor's parameter dtype (fp32) with
+autocast off, since every fire is a threshold decision on a running sum of weights; under a bf16
+autocast only the layers around the predictor run in bf16.
 """
 from typing import Optional
 
 import torch
 from typeguard import typechecked
 
+from espnet_ext.asr.abs_predictor import AbsPredictor
 from espnet_ext.asr.cif import CIFOutput, cif
 
 
-class CIFPredictor(torch.nn.Module):
+class CIFPredictor(AbsPredictor):
     """Conv1d -> dropout -> Linear(->1) -> sigmoid weight predictor followed by CIF."""
 
     @typechecked
@@ -63,6 +68,15 @@ class CIFPredictor(torch.nn.Module):
         target_lengths: Optional[torch.Tensor] = None,
     ) -> CIFOutput:
         """Training (``target_lengths``: L+1 per utterance) or inference (tail handling) CIF."""
+        with torch.autocast(hidden.device.type, enabled=False):
+            return self._integrate(hidden.to(self.weight_proj.weight.dtype), lengths, target_lengths)
+
+    def _integrate(
+        self,
+        hidden: torch.Tensor,
+        lengths: torch.Tensor,
+        target_lengths: Optional[torch.Tensor],
+    ) -> CIFOutput:
         if hidden.size(1) == 0:  # no encoder frame at all (every input shorter than the front-end)
             B, _, D = hidden.shape
             none = torch.zeros(B, 0, dtype=torch.long, device=hidden.device)

@@ -1,10 +1,11 @@
 """Hierarchical knowledge distillation (HKD, seed paper §2.2) as a training-only module.
 
-The CIF model owns one :class:`HierarchicalDistiller` (built from ``model_conf.distill_conf``) and
-calls it in its training/validation forward with the CIF outputs, the pre-vocabulary decoder states
-under teacher forcing and the teacher features of the batch (ESPnet data key ``plm_feats``, or an
-online PLM). All weights here (the two projections) are training heads: the model's inference copy
-drops the whole module.
+The CIF model owns one distiller (ESPnet choice ``--distiller``, see
+:mod:`espnet_ext.distill.variants` for the paper's variants) and calls it in its
+training/validation forward with the CIF outputs, the pre-vocabulary decoder states under teacher
+forcing and the teacher features of the batch (ESPnet data key ``plm_feats``, or an online PLM).
+All weights here (the two projections) are training heads: the model's inference copy drops the
+whole module.
 
 Faithful to the official code (docs/differences.md): teacher row j describes target
 position j (its [SEP] row the EOS position); per utterance the first min(teacher rows, CIF tokens)
@@ -21,6 +22,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import torch
 from typeguard import typechecked
 
+from espnet_ext.distill.abs_distiller import AbsDistiller
 from espnet_ext.distill.losses import (
     contrastive_loss,
     cosine_loss,
@@ -35,13 +37,17 @@ ACOUSTIC_LOSSES = ("contrastive", "mse", "cos", "none")
 ACOUSTIC_STAT = {"contrastive": "loss_acd", "mse": "loss_ad_mse", "cos": "loss_ad_cos"}
 
 
-class HierarchicalDistiller(torch.nn.Module):
+class HierarchicalDistiller(AbsDistiller):
     """Acoustic (CIF outputs) and linguistic (decoder states) distillation from PLM features.
+
+    Its defaults are the paper's HKD (ACD + LRD, ``--distiller hkd``); every other variant is
+    this module with other values (:mod:`espnet_ext.distill.variants`).
 
     Args:
         cif_dim: size of the CIF outputs (student of the acoustic level).
         decoder_state_dim: size of the pre-vocabulary decoder state o_i (linguistic level).
-        teacher_dim: size of the teacher features (768 for bert-base, 384 for MiniLM).
+        teacher_dim: size of the teacher features (768 for bert-base, 384 for MiniLM); the
+            training pipeline sets it from the teacher features it extracted.
         acoustic_loss: contrastive (ACD) | mse (eq. 3) | cos (eq. 4) | none.
         acoustic_weight: λ_AD.
         linguistic_weight: λ_LD of LRD; 0 disables LRD.
@@ -176,6 +182,9 @@ class HierarchicalDistiller(torch.nn.Module):
             teacher, teacher_lengths = teacher.to(device), teacher_lengths.to(device)
         else:
             reasons = None
+            if teacher.size(-1) != self.teacher_dim:
+                raise ValueError(f"teacher features have {teacher.size(-1)} dims, the distiller was "
+                                 f"built for teacher_dim {self.teacher_dim} (--distiller_conf teacher_dim=...)")
         aligned = teacher_lengths.to(device) == target_lengths
         skipped = int((~aligned).sum())
         if skipped:
@@ -238,7 +247,8 @@ class HierarchicalDistiller(torch.nn.Module):
             reason = (reasons[b] if reasons else "") or (
                 f"teacher has {int(teacher_lengths[b])} rows, expected {int(target_lengths[b])} "
                 "(ASR tokens + EOS)"
-                + ("; features were withheld at extraction (see its misaligned file)" if teacher_lengths[b] == 0 else "")
+                + ("; features were withheld at extraction (see its misaligned file)"
+                   if teacher_lengths[b] == 0 else "")
             )
             if self.misaligned_policy == "fail":
                 raise ValueError(f"PLM teacher misaligned for utterance {name}: {reason}")

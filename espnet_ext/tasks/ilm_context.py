@@ -2,19 +2,20 @@
 
 Same data, preprocessing and batching as ESPnet2's LMTask (a ``text`` file); the model is a
 ``ContextLearnerModel`` whose loss is the frozen decoder's cross-entropy. The ASR decoder is
-hidden from checkpoints, so ``valid.loss.ave.pth`` holds only ``learner.*``.
+hidden from checkpoints, so ``valid.loss.ave.pth`` holds only ``learner.*``. Trained by our
+trainer (espnet_ext.tasks.lm).
 """
 import argparse
 import logging
 
-from typeguard import typechecked
-
-from espnet2.tasks.lm import LMTask
 from espnet2.torch_utils.initialize import initialize
 from espnet2.utils.nested_dict_action import NestedDictAction
 from espnet2.utils.types import str_or_none
-from espnet_ext.lm.ilm_context import ContextLearner, ContextLearnerModel
+from typeguard import typechecked
+
 from espnet_ext.lm.ilm import check_same_tokens, make_adapter
+from espnet_ext.lm.ilm_context import ContextLearner, ContextLearnerModel
+from espnet_ext.tasks.lm import LMTask
 
 
 class ILMContextTask(LMTask):

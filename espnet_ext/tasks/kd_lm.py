@@ -1,4 +1,5 @@
-"""LMKDTask: ESPnet2's LMTask plus an internal-LM teacher for DR-KD (``KDLanguageModel``).
+"""LMKDTask: ESPnet2's LMTask plus an internal-LM teacher for DR-KD (``KDLanguageModel``), trained
+by our trainer (espnet_ext.tasks.lm).
 
 Teacher options name a trained ASR model (config + checkpoint) and which ILM of it teaches:
 ``zero`` (ILME-Z) or ``label_ctx`` (ILME-L, with the context learner checkpoint). The teacher
@@ -7,15 +8,12 @@ is loaded only for training, never in ``--collect_stats`` (stats need no teacher
 import argparse
 import logging
 
+from espnet2.utils.types import str_or_none
 from typeguard import typechecked
 
-from espnet2.tasks.lm import LMTask
-from espnet2.utils.types import str_or_none
 from espnet_ext.lm.ilm import check_same_tokens, load_internal_lm
 from espnet_ext.lm.kd_lm import KDLanguageModel
-from espnet_ext.utils import checkpoint
-
-checkpoint.install()  # a kill while saving never leaves a truncated checkpoint.pth
+from espnet_ext.tasks.lm import LMTask
 
 
 class LMKDTask(LMTask):

@@ -283,29 +283,59 @@ def test_scoring_killed_in_sclite_reruns_byte_identical(tmp_path):
     assert "Sum/Avg" in (out / "result.txt").read_text()
 
 
-def test_trainer_checkpoints_are_written_atomically(tmp_path):
-    """ESPnet's trainer saves with torch.save straight to checkpoint.pth; a kill in the save
-    leaves a file --resume cannot read. Our tasks make those saves tmp + rename."""
-    import espnet2.train.trainer as trainer
+#: A process whose ESPnet trainer saves a checkpoint of ~80 MB epoch after epoch, forever, inside our
+#: Trainer.run (ESPnet's run itself stubbed out: the saves are what is tested).
+SAVING_FOREVER = """
+import sys
+from pathlib import Path
 
-    import espnet_ext.tasks.cif_asr  # noqa: F401  (installs the atomic save)
+import torch
+
+import espnet2.train.trainer as espnet_trainer
+from espnet_ext.train.trainer import Trainer
+
+
+def espnet_run(cls, trainer_options, **kwargs):
+    epoch = 0
+    while True:
+        epoch += 1
+        state = {"epoch": epoch, "model": torch.full((20_000_000,), float(epoch))}
+        espnet_trainer.torch.save(state, Path(sys.argv[1]) / "checkpoint.pth")
+        print(f"saved epoch {epoch}", flush=True)
+
+
+espnet_trainer.Trainer.run = classmethod(espnet_run)
+options = type("Options", (), dict(cpu_bf16="false", ngpu=0))()
+Trainer.run(model=None, optimizers=[], schedulers=[], train_iter_factory=None, valid_iter_factory=None,
+            plot_attention_iter_factory=None, trainer_options=options, distributed_option=None)
+"""
+
+
+def test_trainer_checkpoint_survives_a_kill_while_saving(tmp_path):
+    """ESPnet's trainer saves with torch.save straight to checkpoint.pth; a kill in the save leaves
+    a file --resume cannot read. Our trainer's saves write a .tmp file and rename it: a SIGKILL in
+    the middle of a save leaves the previous checkpoint, complete."""
 
     class KilledWhileSaving:
         def __reduce__(self):
             raise RuntimeError("killed while saving")
 
-    state = {"model": torch.zeros(10000), "boom": KilledWhileSaving()}
     stock = tmp_path / "stock.pth"
     torch.save({"epoch": 1}, stock)
     with pytest.raises(RuntimeError, match="killed while saving"):
-        torch.save(state, stock)
+        torch.save({"model": torch.zeros(10000), "boom": KilledWhileSaving()}, stock)
     with pytest.raises(Exception):
-        torch.load(stock)  # what a kill during a stock save leaves behind
+        torch.load(stock)  # what an interrupted stock save leaves behind
 
-    ours = tmp_path / "checkpoint.pth"
-    trainer.torch.save({"epoch": 1}, ours)
-    with pytest.raises(RuntimeError, match="killed while saving"):
-        trainer.torch.save(state, ours)
-    assert torch.load(ours) == {"epoch": 1}  # the previous checkpoint, intact
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pth", "stock.pth"]
-    assert trainer.torch.isfinite is torch.isfinite  # everything else is torch itself
+    (tmp_path / "saving_forever.py").write_text(SAVING_FOREVER)
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    log = tmp_path / "save.log"
+    proc = start(["saving_forever", exp], tmp_path, log)
+    # (a save straight to checkpoint.pth never shows the .tmp file: then this fails after 120 s)
+    kill_when(proc, lambda: "saved epoch 1" in tail(log) and (exp / "checkpoint.pth.tmp").exists(),
+              "saving", log, timeout=120)
+    ckpt = torch.load(exp / "checkpoint.pth", weights_only=False)
+    # a whole earlier epoch (the last complete save), never a truncated file
+    assert ckpt["epoch"] >= 1 and torch.equal(ckpt["model"], torch.full((20_000_000,), float(ckpt["epoch"])))
+    assert sorted(p.name for p in exp.iterdir()) in (["checkpoint.pth"], ["checkpoint.pth", "checkpoint.pth.tmp"])

@@ -1,14 +1,15 @@
 """Sweep ACD's temperature τ and number of negatives K (HKD paper Figure 3) as separate experiments.
 
-    python -m espnet_ext.recipe.bin.sweep --config conf/train_asr_cif_aishell_hkd.yaml \
+    python -m espnet_ext.recipe.bin.sweep --name hkd \
         --temperatures 0.01,0.02,0.05,0.1,0.2 --num_negatives 700 --out_dir exp/sweep_tau_hkd \
-        --run_cmd "./run.sh --stage 11 --asr_config {config} --asr_tag {tag}" \
+        --run_cmd "./run.sh --stage 11 --asr_tag {tag} --asr_args '--distiller hkd {asr_args}'" \
         --result_glob "exp/asr_{tag}/*/{test_set}/score_cer/result.txt" --test_sets "dev test"
 
 (the K curve: ``--temperatures 0.02 --num_negatives 100,200,300,400,500,600,700``; ACD without LRD:
-``--config ..._acd.yaml``). Every (τ, K) pair gets a config ``<out_dir>/conf/<tag>.yaml`` (the base
-with ``distill_conf.temperature``/``num_negatives`` changed) and runs ``--run_cmd`` with ``{config}``
-and ``{tag}`` filled in, logging to ``<out_dir>/log/<tag>.log``. A variant whose results already
+``--distiller acd`` in the command). Every (τ, K) pair runs ``--run_cmd`` with ``{tag}``
+(``<name>_tau<τ>_k<K>``) and ``{asr_args}`` filled in, the training options of that pair:
+``--distiller_conf temperature=<τ> --distiller_conf num_negatives=<K>`` (ESPnet merges them into the
+distiller's other options), logging to ``<out_dir>/log/<tag>.log``. A variant whose results already
 exist for every test set is not rerun (``--force`` reruns), so an interrupted sweep continues where
 it stopped. Finally the sclite ``Sum/Avg`` error rates are tabulated into ``<out_dir>/RESULTS.md``
 (also printed; ``--json`` prints machine-readable rows instead). ``--tabulate_only`` skips running,
@@ -17,22 +18,21 @@ it stopped. Finally the sclite ``Sum/Avg`` error rates are tabulated into ``<out
 import argparse
 import glob
 import json
+import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from espnet_ext.distill.configs import set_distill_options
-
 
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True, help="a distillation config (with model_conf.distill_conf)")
+    p.add_argument("--name", required=True, help="tag prefix of the variants (e.g. the distiller)")
     p.add_argument("--temperatures", default="0.02", help="comma list of τ")
     p.add_argument("--num_negatives", default="700", help="comma list of K")
     p.add_argument("--out_dir", required=True)
-    p.add_argument("--run_cmd", default=None, help="shell command; {config} and {tag} are filled in")
+    p.add_argument("--run_cmd", default=None, help="shell command; {tag} and {asr_args} are filled in")
     p.add_argument("--result_glob", required=True,
                    help="sclite result.txt per variant and test set; {tag} and {test_set} are filled in")
     p.add_argument("--test_sets", default="test", help="space or comma separated")
@@ -49,21 +49,18 @@ def _numbers(text: str, kind):
     return [kind(x) for x in text.replace(",", " ").split()]
 
 
-def variant_tag(base: str, temperature: float, k: int) -> str:
-    return f"{base}_tau{temperature:g}_k{k}"
+def variant_tag(name: str, temperature: float, k: int) -> str:
+    return f"{name}_tau{temperature:g}_k{k}"
 
 
-def make_variants(config: Path, temperatures: Sequence[float], negatives: Sequence[int], out_dir: Path) -> List[Dict]:
-    """Write one config per (τ, K); return [{tag, config, temperature, num_negatives}]."""
-    text = config.read_text(encoding="utf-8")
-    (out_dir / "conf").mkdir(parents=True, exist_ok=True)
+def make_variants(name: str, temperatures: Sequence[float], negatives: Sequence[int]) -> List[Dict]:
+    """One variant per (τ, K): [{tag, asr_args, temperature, num_negatives}]."""
     variants = []
     for tau in temperatures:
         for k in negatives:
-            tag = variant_tag(config.stem, tau, k)
-            path = out_dir / "conf" / f"{tag}.yaml"
-            path.write_text(set_distill_options(text, temperature=float(tau), num_negatives=int(k)), encoding="utf-8")
-            variants.append(dict(tag=tag, config=str(path), temperature=float(tau), num_negatives=int(k)))
+            options = ["--distiller_conf", f"temperature={float(tau):g}", "--distiller_conf", f"num_negatives={int(k)}"]
+            variants.append(dict(tag=variant_tag(name, tau, k), asr_args=shlex.join(options),
+                                 temperature=float(tau), num_negatives=int(k)))
     return variants
 
 
@@ -90,12 +87,15 @@ def tabulate(variants: List[Dict], pattern: str, test_sets: Sequence[str], cwd: 
     return rows
 
 
-def render(rows: List[Dict], test_sets: Sequence[str], config: str) -> str:
-    fmt = lambda x: "-" if x is None else f"{x:.1f}"
-    lines = [f"# τ × K sweep of {config}", "", "Error rate (%) from sclite's Sum/Avg row; '-' = no result.", ""]
+def render(rows: List[Dict], test_sets: Sequence[str], name: str) -> str:
+    def fmt(x):
+        return "-" if x is None else f"{x:.1f}"
+
+    lines = [f"# τ × K sweep {name}", "", "Error rate (%) from sclite's Sum/Avg row; '-' = no result.", ""]
     lines += ["|tag|τ|K|" + "|".join(test_sets) + "|", "|---|---|---|" + "---|" * len(test_sets)]
     for r in rows:
-        lines.append(f"|{r['tag']}|{r['temperature']:g}|{r['num_negatives']}|" + "|".join(fmt(r[s]) for s in test_sets) + "|")
+        cells = "|".join(fmt(r[s]) for s in test_sets)
+        lines.append(f"|{r['tag']}|{r['temperature']:g}|{r['num_negatives']}|{cells}|")
     taus = sorted({r["temperature"] for r in rows})
     ks = sorted({r["num_negatives"] for r in rows})
     if len(taus) > 1 and len(ks) > 1:
@@ -113,9 +113,7 @@ def main(cmd: Optional[Sequence[str]] = None) -> int:
     out_dir = Path(args.out_dir)
     cwd = Path(args.cwd)
     test_sets = _numbers(args.test_sets, str)
-    variants = make_variants(
-        Path(args.config), _numbers(args.temperatures, float), _numbers(args.num_negatives, int), out_dir
-    )
+    variants = make_variants(args.name, _numbers(args.temperatures, float), _numbers(args.num_negatives, int))
     failed = []
     if not args.tabulate_only:
         if not args.run_cmd:
@@ -123,7 +121,7 @@ def main(cmd: Optional[Sequence[str]] = None) -> int:
             return 2
         (out_dir / "log").mkdir(parents=True, exist_ok=True)
         for i, v in enumerate(variants, 1):
-            command = args.run_cmd.format(config=Path(v["config"]).resolve(), tag=v["tag"])
+            command = args.run_cmd.format(tag=v["tag"], asr_args=v["asr_args"])
             done = all(find_result(str(cwd / args.result_glob), v["tag"], s) for s in test_sets)
             if args.dry_run:
                 print(("# has results: " if done and not args.force else "") + command)
@@ -146,8 +144,9 @@ def main(cmd: Optional[Sequence[str]] = None) -> int:
                     break
         if args.dry_run:
             return 0
+    out_dir.mkdir(parents=True, exist_ok=True)
     rows = tabulate(variants, args.result_glob, test_sets, cwd)
-    table = render(rows, test_sets, args.config)
+    table = render(rows, test_sets, args.name)
     (out_dir / "RESULTS.md").write_text(table, encoding="utf-8")
     print(json.dumps(rows, indent=1) if args.json else table)
     return 1 if failed else 0

@@ -1,4 +1,4 @@
-"""CIF ASR model (issue 3, model half): modules, losses, ESPnet training/resume/rebuild, size.
+"""CIF ASR model: modules, losses, part options, ESPnet training/resume/rebuild, size.
 
 Everything runs in-process with real ESPnet components. One tiny training run (2 epochs, resumed
 after the first) is shared by the training, resume and rebuild tests.
@@ -13,7 +13,6 @@ import kaldiio
 import numpy as np
 import pytest
 import torch
-
 from tiny_asr_data import asr_data_args, make_tiny_asr_data
 
 REPO = Path(__file__).resolve().parents[3]
@@ -27,7 +26,9 @@ def cif_model_params(V, d, ffn=2048, blocks=15, kernel=15, fe_channels=128,
                      n_mels=80, cif_channels=None, dec_blocks=2, dec_ffn=2048):
     """Parameters of the CIF model by hand, module by module (the reference's architecture:
     docs/differences.md). Returns {encoder, predictor, ctc, decoder}."""
-    lin = lambda i, o, bias=True: i * o + (o if bias else 0)
+    def lin(i, o, bias=True):
+        return i * o + (o if bias else 0)
+
     ln = 2 * d
     cif_channels = cif_channels or d
     # front-end: Conv2d(1->C, 3x3) + Linear(C * floor((80-1)/2) -> d) + Linear(d -> d)
@@ -95,11 +96,17 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+#: Non-default predictor settings (an architecture one and a decoding one) and a distiller for the
+#: shared training run, so that rebuilding it exercises both.
+RUN_PARTS = ["--predictor_conf", "conv_channels=24", "--predictor_conf", "tail_threshold=0.45",
+             "--distiller", "lrd", "--distiller_conf", "teacher_dim=16"]
+
+
 @pytest.fixture(scope="session")
 def tiny_run(cif_task, tiny_data, tmp_path_factory):
     """Train 1 epoch, then rerun with --max_epoch 2 and --resume true (same output dir)."""
     out = tmp_path_factory.mktemp("cif_run") / "exp"
-    cmd = (["--config", str(TINY_CONF), "--output_dir", str(out), "--resume", "true"]
+    cmd = (["--config", str(TINY_CONF), "--output_dir", str(out), "--resume", "true", *RUN_PARTS]
            + asr_data_args(tiny_data, with_plm=True))
     cif_task.main(cmd=cmd + ["--max_epoch", "1"])
     first = SimpleNamespace(
@@ -292,8 +299,8 @@ def test_distillation_hook(cif_task, tiny_data):
     from espnet_ext.distill.hkd import HierarchicalDistiller
 
     torch.manual_seed(0)
-    model = _build(cif_task, tiny_data, "--model_conf",
-                   "distill_conf={teacher_dim: 16, num_negatives: 4}").eval()
+    model = _build(cif_task, tiny_data, "--distiller", "hkd", "--distiller_conf", "teacher_dim=16",
+                   "--distiller_conf", "num_negatives=4").eval()
     assert isinstance(model.distiller, HierarchicalDistiller)
     with torch.no_grad():  # lower the CIF weights: some utterances fire fewer than L+1 tokens
         model.predictor.weight_proj.bias -= 0.4
@@ -343,6 +350,32 @@ def test_task_data_names_and_entry_point(cif_task):
     assert "plm_feats" not in cif_task.optional_data_names(train=False, inference=True)
     args = cif_task.get_parser().parse_args(["--token_list", "x"])
     assert (args.model, args.encoder, args.decoder) == ("cif", "conformer_pooling", "cif_ar")
+    assert (args.predictor, args.predictor_conf, args.distiller, args.distiller_conf) == ("cif", {}, None, {})
+    assert cif_task.trainer.__module__ == "espnet_ext.train.trainer"
+
+
+def test_part_options_build_the_chosen_parts(cif_task, tiny_data):
+    """A paper variant is one option; repeated --distiller_conf merge; the task hands the parts to
+    the model through model_conf and refuses a model_conf that disagrees."""
+    from espnet_ext.distill.variants import ACDDistiller
+
+    model = _build(cif_task, tiny_data, "--distiller", "acd", "--distiller_conf", "teacher_dim=384",
+                   "--distiller_conf", "temperature=0.05", "--predictor_conf", "kernel_size=5")
+    d = model.distiller
+    assert type(d) is ACDDistiller and d.teacher_dim == 384 and d.acoustic_proj.out_features == 384
+    # paper §3.2 / reference run: ACD λ 1.0, K 700, no LRD; τ from the second --distiller_conf
+    assert (d.acoustic_loss, d.acoustic_weight, d.num_negatives, d.temperature) == ("contrastive", 1.0, 700, 0.05)
+    assert d.linguistic_proj is None and d.acoustic_proj.in_features == model.encoder.output_size()
+    # tiny config's predictor_conf (dropout 0.1) plus the option
+    assert model.predictor.conv.kernel_size == (5,) and model.predictor.dropout.p == 0.1
+    assert _build(cif_task, tiny_data, "--distiller", "none").distiller is None
+
+    args = cif_task.get_parser().parse_args(["--config", str(TINY_CONF), *asr_data_args(tiny_data),
+                                             "--model_conf", "predictor_conf={threshold: 0.9}"])
+    with pytest.raises(ValueError, match="predictor_conf.*--predictor_conf"):
+        cif_task.build_model(args)
+    with pytest.raises(SystemExit):  # not a registered distiller
+        _build(cif_task, tiny_data, "--distiller", "kd")
 
 
 def test_training_run_resumes_from_checkpoint(tiny_run):
@@ -368,11 +401,13 @@ def test_rebuild_from_config_with_our_task_and_stock_task(tiny_run, tiny_data):
     from espnet2.tasks.asr import ASRTask
 
     from espnet_ext.asr.cif_asr_model import CIFASRModel
+    from espnet_ext.distill.variants import LRDDistiller
     from espnet_ext.tasks.cif_asr import CIFASRTask
 
     out = tiny_run.out
     model_file = out / "valid.acc.ave.pth"
     stored = torch.load(model_file, map_location="cpu", weights_only=False)
+    assert stored["predictor.conv.weight"].shape == (24, 32, 3)  # the run's conv_channels
     batch = _batch(tiny_data, "valid", n=2)
     results = []
     for task in (CIFASRTask, ASRTask):
@@ -380,6 +415,7 @@ def test_rebuild_from_config_with_our_task_and_stock_task(tiny_run, tiny_data):
         assert isinstance(model, CIFASRModel)
         # build_model_from_file loads with strict=False: check that every key matched
         assert set(model.state_dict()) == set(stored)
+        assert model.predictor.tail_threshold == 0.45 and type(model.distiller) is LRDDistiller
         model.eval()
         with torch.no_grad():
             cif_out, _, _ = model.cif_encode(batch["speech"], batch["speech_lengths"])
@@ -388,6 +424,10 @@ def test_rebuild_from_config_with_our_task_and_stock_task(tiny_run, tiny_data):
         results.append((cif_out.outputs, cif_out.lengths, logits))
     for a, b in zip(*results):
         assert torch.equal(a, b)
+    # Decoding needs no teacher: without plm_feats the validation forward has no distillation.
+    with torch.no_grad():
+        _, stats, _ = model(**batch)
+    assert "loss_distill" not in stats and torch.isfinite(stats["loss"])
 
     # batched = per utterance (padding invariance of the whole CIF front half); input untouched
     speech = batch["speech"].clone()

@@ -25,7 +25,10 @@ def naive_contrastive(student, teacher, negatives, tau, token_ids=None):
     loss, correct = 0.0, 0
     for n in range(student.shape[0]):
         c = student[n] / student[n].norm().clamp(min=1e-6)
-        cos = lambda j: torch.dot(c, teacher[j] / teacher[j].norm().clamp(min=1e-6))
+
+        def cos(j):
+            return torch.dot(c, teacher[j] / teacher[j].norm().clamp(min=1e-6))
+
         pos = cos(n) / tau
         negs = [
             cos(j) / tau
@@ -203,7 +206,10 @@ def test_anchor_never_acts_as_negative():
     with_self = torch.tensor([[0, 1, 2], [1, 0, 2], [2, 3, 4], [3, 4, 0], [4, 1, 2]])
     loss, _ = contrastive_loss(s, t, with_self, 0.1)
     # Each anchor scored by hand against its positive and its negatives minus itself.
-    normalize = lambda x: torch.nn.functional.normalize(x, dim=-1, eps=1e-6)
+
+    def normalize(x):
+        return torch.nn.functional.normalize(x, dim=-1, eps=1e-6)
+
     expected = 0.0
     for n in range(N):
         others = [j for j in with_self[n].tolist() if j != n]
