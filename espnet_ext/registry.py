@@ -1,11 +1,11 @@
 """Registration of espnet_ext classes in ESPnet2's stock ClassChoices.
 
-ESPnet2's ``ASRTask.build_model``/``LMTask.build_model`` read module-level ClassChoices
-(``espnet2.tasks.asr.encoder_choices`` ...), so adding our classes there lets stock tools
-(``espnet2.bin.asr_inference``, ``build_model_from_file``) rebuild our models. Importing
-``espnet2.tasks.asr`` costs ~20 s, so ``import espnet_ext`` does not import it: registration runs
-right away when the task module is already loaded, otherwise as soon as it is imported (an import
-hook on the two task modules). Entries are ``"module:Class"`` strings imported at that moment.
+ESPnet2's ``ASRTask.build_model``/``LMTask.build_model`` look parts up in module-level
+ClassChoices (``espnet2.tasks.asr.model_choices`` ...) and ESPnet has no plugin mechanism, so
+``import espnet_ext`` adds our entries to those dicts; stock tools (``build_model_from_file``)
+then rebuild our models. Importing ``espnet2.tasks.asr`` costs ~20 s, which ``import espnet_ext``
+must not pay: entries are added at once to a task module that is already imported, otherwise right
+after it is imported (a finder on ``sys.meta_path`` that only wraps the loader of these modules).
 """
 import importlib
 import importlib.abc
@@ -26,28 +26,15 @@ REGISTRY: Dict[str, List[Tuple[str, str, str]]] = {
 }
 
 
-def _load(spec: str):
-    module, name = spec.split(":")
-    return getattr(importlib.import_module(module), name)
-
-
 def register_module(task_module) -> None:
-    """Add every entry for ``task_module`` to its ClassChoices (idempotent)."""
-    for attr, key, spec in REGISTRY.get(task_module.__name__, []):
-        choices = getattr(task_module, attr)
-        if key not in choices.classes:
-            try:
-                cls = _load(spec)
-            except ModuleNotFoundError as e:
-                # Only tolerate a registry entry whose own module is not written yet.
-                if e.name and spec.split(":")[0].startswith(e.name):
-                    continue
-                raise
-            choices.classes[key] = cls
+    """Add the entries of ``task_module`` to its ClassChoices."""
+    for attr, key, spec in REGISTRY[task_module.__name__]:
+        module, name = spec.split(":")
+        getattr(task_module, attr).classes[key] = getattr(importlib.import_module(module), name)
 
 
-class _RegisterOnImport(importlib.abc.MetaPathFinder):
-    """Wraps the loader of the task modules so registration follows their execution."""
+class _RegisterAfterImport(importlib.abc.MetaPathFinder):
+    """Finds the task modules with the other finders and registers right after their execution."""
 
     def find_spec(self, fullname, path, target=None):
         if fullname not in REGISTRY:
@@ -57,21 +44,21 @@ class _RegisterOnImport(importlib.abc.MetaPathFinder):
                 continue
             spec = finder.find_spec(fullname, path, target)
             if spec is not None and spec.loader is not None:
-                loader = spec.loader
-                exec_module = loader.exec_module
+                exec_module = spec.loader.exec_module
 
                 def exec_and_register(module, _exec=exec_module):
                     _exec(module)
                     register_module(module)
 
-                loader.exec_module = exec_and_register
+                spec.loader.exec_module = exec_and_register
                 return spec
         return None
 
 
 def install() -> None:
+    """Register in the task modules already imported, and in the others when they are."""
     for name in REGISTRY:
         if name in sys.modules:
             register_module(sys.modules[name])
-    if not any(isinstance(f, _RegisterOnImport) for f in sys.meta_path):
-        sys.meta_path.insert(0, _RegisterOnImport())
+    if not any(isinstance(f, _RegisterAfterImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _RegisterAfterImport())

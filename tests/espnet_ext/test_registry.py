@@ -4,9 +4,10 @@ import sys
 
 
 def test_registered_in_stock_tasks():
-    import espnet_ext  # noqa: F401
     import espnet2.tasks.asr as asr
     import espnet2.tasks.lm as lm
+
+    import espnet_ext  # noqa: F401
     from espnet_ext.asr.cif_asr_model import CIFASRModel
     from espnet_ext.asr.decoder.cif_decoder import CIFDecoder
     from espnet_ext.asr.encoder.conformer_pooling_encoder import ConformerPoolingEncoder
