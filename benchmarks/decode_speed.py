@@ -32,7 +32,8 @@ from typing import Dict, List
 
 import torch
 import yaml
-from espnet.nets.scorer_interface import BatchScorerInterface
+
+from espnet_ext.asr.length_forcing_scorer import LengthForcingScorer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import base_parser, emit  # noqa: E402
@@ -112,22 +113,6 @@ def decode_ours(s2t, feats: List[torch.Tensor], batch_size: int, sync=lambda: No
     return [out[i] for i in range(len(feats))], (enc_s, enc_cpu)
 
 
-class ForceLength(BatchScorerInterface):
-    """ESPnet batch scorer: <eos> forbidden before token ``n``, forced after it."""
-
-    def __init__(self, n: int, vocab: int, eos: int):
-        self.n, self.vocab, self.eos = n, vocab, eos
-
-    def batch_score(self, ys, states, xs):
-        s = torch.zeros(ys.size(0), self.vocab, device=ys.device)
-        if ys.size(1) - 1 < self.n:
-            s[:, self.eos] = -1e10
-        else:
-            s[:] = -1e10
-            s[:, self.eos] = 0.0
-        return s, states
-
-
 @torch.no_grad()
 def decode_espnet(s2t, feats: List[torch.Tensor], beam: int, maxlenratio: float, sync=lambda: None):
     """ESPnet's way: per utterance encode, then BatchBeamSearch. Same returns as decode_ours."""
@@ -151,7 +136,7 @@ def decode_espnet(s2t, feats: List[torch.Tensor], beam: int, maxlenratio: float,
         if s2t.fixed_length:
             n = int(cif_out.lengths[0])  # fires: n - 1 tokens, then <eos> at the last fire
             search = BatchBeamSearch(
-                scorers={"decoder": model.decoder, "length": ForceLength(max(n - 1, 0), V, model.eos)},
+                scorers={"decoder": model.decoder, "length": LengthForcingScorer(max(n - 1, 0), V, model.eos)},
                 weights={"decoder": 1.0, "length": 1.0}, beam_size=beam, vocab_size=V, sos=model.sos,
                 eos=model.eos, pre_beam_score_key="full").eval()
             hyps = search(cif_out.outputs[0, : max(n, 1)], maxlenratio=-(n + 2))

@@ -9,7 +9,7 @@
 Each script runs in its own subprocess (``python benchmarks/<name>.py --json ...``); its JSON goes
 to ``<results_dir>/<name>.json`` with the command, wall and CPU seconds of the run (the machine is
 shared: the CPU time of the child is the figure that does not depend on other users' load).
-The targets of issue 8 are checked against the collected rows in a "Targets" table.
+The speed and memory targets are checked against the collected rows in a "Targets" table.
 """
 import datetime
 import json
@@ -131,7 +131,8 @@ def targets(results: Dict[str, Dict]) -> List[Dict]:
                     f"{best[key]:.1f}x (batch {best['batch']}), same 1-best {best['same_1best']:.0%}",
                     ">= 5x, identical 1-best", best[key] >= 5 and best["same_1best"] == 1.0,
                     f"end to end (encoder + search), by {'CPU' if by_cpu else 'wall'} time; wall: "
-                    f"{best['speedup']:.1f}x" + (f"; beam {best['beam']}, {best['utts']} utts" if "beam" in best else ""))
+                    f"{best['speedup']:.1f}x"
+                    + (f"; beam {best['beam']}, {best['utts']} utts" if "beam" in best else ""))
                 skey = "search_speedup_cpu" if by_cpu and "search_speedup_cpu" in ours[0] else "search_speedup"
                 sbest = max(ours, key=lambda r: r[skey])
                 add(f"batched beam search alone vs ESPnet BatchBeamSearch, {model} model",
@@ -227,7 +228,7 @@ def render(results: Dict[str, Dict], png: Optional[Path], notes: str = "") -> st
         lines += [notes, ""]
     t = targets(results)
     if t:
-        lines += ["## Targets (issue 8)", ""] + md_table(t) + [""]
+        lines += ["## Targets", ""] + md_table(t) + [""]
     if png is not None and "cif_speed" in results:
         lines += [f"![CIF op time vs sequence length]({png.name})", ""]
     for name, res in results.items():

@@ -17,8 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import base_parser, emit  # noqa: E402
 
 from espnet_ext.recipe.corpus import synth, text  # noqa: E402
-from espnet_ext.recipe.corpus.voices import (  # noqa: E402
-    Voice, synthesize_espeak, synthesize_festival, wav_seconds)
+from espnet_ext.recipe.corpus.voices import Voice, synthesize_espeak, synthesize_festival, wav_seconds  # noqa: E402
 
 RECIPE = Path(__file__).resolve().parents[1] / "egs" / "minisynth" / "asr1"
 VOICES = [

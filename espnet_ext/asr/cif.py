@@ -7,7 +7,8 @@ touches (no negative left-overs, several fires per frame allowed). Per frame the
 kinds of share: the part that closes the token it started in (``first``), the part that opens the
 token it ends in (``last``) and whole tokens strictly inside the frame (``middle``, weight 1 each).
 ``first`` is added with ``index_add`` over flattened rows; each token has at most one ``middle`` frame,
-found by ``searchsorted``, and the frame holding a ``last`` share is the fire frame of the token before. No Python loop over frames, one host sync (the output length).
+found by ``searchsorted``, and the frame holding a ``last`` share is the fire frame of the token
+before. No Python loop over frames, one host sync (the output length).
 
 Differences from the official HKD code (docs/differences.md), all deliberate:
 - fires exactly at multiples of ``threshold`` and consumes ``threshold`` (the reference fires at

@@ -245,7 +245,8 @@ class UtteranceBatchBeamSearch(torch.nn.Module):
                 keep_t = torch.tensor(keep, device=device)
                 slots = (keep_t[:, None] * k + torch.arange(k, device=device)[None]).view(-1)
                 act = act.index_select(0, keep_t)
-                yseq, score, alive = yseq.index_select(0, slots), score.index_select(0, keep_t), alive.index_select(0, keep_t)
+                yseq = yseq.index_select(0, slots)
+                score, alive = score.index_select(0, keep_t), alive.index_select(0, keep_t)
                 part = {n: v.index_select(0, keep_t) for n, v in part.items()}
                 src_row = src_row.index_select(0, slots)
             # states of the hypotheses that keep running, in slot order

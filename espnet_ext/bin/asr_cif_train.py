@@ -2,4 +2,4 @@
 import sys
 
 if __name__ == "__main__":
-    sys.exit("espnet_ext.bin.asr_cif_train was renamed espnet_ext.bin.cif_asr_train: use python -m espnet_ext.bin.cif_asr_train")
+    sys.exit("espnet_ext.bin.asr_cif_train was renamed: use python -m espnet_ext.bin.cif_asr_train")

@@ -97,7 +97,7 @@ def get_parser() -> config_argparse.ArgumentParser:
                        help="default: the ASR training config's")
     group.add_argument("--bpemodel", type=str_or_none, default=None,
                        help="default: the ASR training config's")
-    # --- internal-LM fusion (issue 7, espnet_ext/lm/fusion.py): --ilm_type/--ilm_weight/... ---
+    # --- internal-LM fusion (espnet_ext/lm/fusion.py): --ilm_type/--ilm_weight/... ---
     from espnet_ext.lm.fusion import add_ilm_arguments
 
     add_ilm_arguments(parser)
@@ -136,7 +136,7 @@ def build_scorers(
 
         scorers["length_bonus"] = LengthBonus(len(asr_model.token_list))
         weights["length_bonus"] = args.penalty
-    # --- internal-LM fusion (issue 7): scorers["ilm"] with weight -ilm_weight ---
+    # --- internal-LM fusion: scorers["ilm"] with weight -ilm_weight ---
     from espnet_ext.lm.fusion import add_ilm_scorer
 
     add_ilm_scorer(scorers, weights, args, asr_model, device)

@@ -2,4 +2,4 @@
 import sys
 
 if __name__ == "__main__":
-    sys.exit("espnet_ext.bin.lm_kd_train was renamed espnet_ext.bin.kd_lm_train: use python -m espnet_ext.bin.kd_lm_train")
+    sys.exit("espnet_ext.bin.lm_kd_train was renamed: use python -m espnet_ext.bin.kd_lm_train")

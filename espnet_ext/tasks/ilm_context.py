@@ -13,9 +13,10 @@ from espnet2.utils.nested_dict_action import NestedDictAction
 from espnet2.utils.types import str_or_none
 from typeguard import typechecked
 
-from espnet_ext.lm.ilm import check_same_tokens, make_adapter
+from espnet_ext.lm.decoder_adapters import make_adapter
 from espnet_ext.lm.ilm_context import ContextLearner, ContextLearnerModel
 from espnet_ext.tasks.lm import LMTask
+from espnet_ext.utils.tokens import check_same_tokens, read_token_list
 
 
 class ILMContextTask(LMTask):
@@ -43,8 +44,7 @@ class ILMContextTask(LMTask):
         from espnet2.tasks.asr import ASRTask
 
         if isinstance(args.token_list, str):
-            with open(args.token_list, encoding="utf-8") as f:
-                args.token_list = [line.rstrip() for line in f]
+            args.token_list = read_token_list(args.token_list)
         asr_model, _ = ASRTask.build_model_from_file(args.asr_train_config,
                                                      args.asr_model_file, "cpu")
         check_same_tokens(asr_model.token_list, args.token_list,

@@ -11,9 +11,10 @@ import logging
 from espnet2.utils.types import str_or_none
 from typeguard import typechecked
 
-from espnet_ext.lm.ilm import check_same_tokens, load_internal_lm
+from espnet_ext.lm.internal_lm import load_internal_lm
 from espnet_ext.lm.kd_lm import KDLanguageModel
 from espnet_ext.tasks.lm import LMTask
+from espnet_ext.utils.tokens import check_same_tokens
 
 
 class LMKDTask(LMTask):

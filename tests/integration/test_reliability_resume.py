@@ -1,4 +1,4 @@
-"""Interrupted stages resume to the results of an uninterrupted run (issue 9).
+"""Interrupted stages resume to the results of an uninterrupted run.
 
 Each test runs a stage as the recipe does (``python -m <entry point>`` in a subprocess), SIGKILLs
 it as soon as there is evidence of a known amount of work (a finished part or chunk, a finished
@@ -15,9 +15,7 @@ import kaldiio
 import numpy as np
 import pytest
 import torch
-
-from reliability_helpers import (CIF_CONF, chdir, files, kill_when, log_has, one_thread, run,
-                                 start, tail, tiny_cif_model)
+from reliability_helpers import CIF_CONF, chdir, files, kill_when, log_has, one_thread, run, start, tail, tiny_cif_model
 from speech_fixtures import SENTENCES
 
 TIME_KEYS = ("time", "iter_time", "forward_time", "backward_time", "optim_step_time", "train_time")
@@ -174,7 +172,6 @@ def _kill_in_epoch_2(cmd, work: Path, log: Path, max_epoch: int) -> None:
 @pytest.mark.slow
 def test_lm_training_killed_in_epoch_2_resumes_to_the_same_model(tmp_path):
     from espnet2.tasks.lm import LMTask
-
     from tiny_asr_data import LETTERS, SPECIAL_FIRST, SPECIAL_LAST
 
     rng = random.Random(0)

@@ -1,4 +1,4 @@
-"""Utterance-batched beam search and the batched inference entry point (issue 3, decoding half).
+"""Utterance-batched beam search and the batched inference entry point.
 
 Real ESPnet models trained for one epoch in-process (tiny CIF model, tiny transformer AED, tiny
 LSTM LM) and real ESPnet searches as references. Models trained for one epoch emit <eos> almost
@@ -315,20 +315,8 @@ def test_cif_matches_espnet_beam_search_with_a_length_forcing_scorer(tasks, cif_
     with a scorer that forbids <eos> before step N - 1 and forces it there (the step training
     aligns with <eos>)."""
     from espnet.nets.batch_beam_search import BatchBeamSearch
-    from espnet.nets.scorer_interface import BatchScorerInterface
 
-    class ForceLength(BatchScorerInterface):
-        def __init__(self, n, vocab, eos):
-            self.n, self.vocab, self.eos = n, vocab, eos
-
-        def batch_score(self, ys, states, xs):
-            s = torch.zeros(ys.size(0), self.vocab)
-            if ys.size(1) - 1 < self.n:
-                s[:, self.eos] = -1e10
-            else:
-                s[:] = -1e10
-                s[:, self.eos] = 0.0
-            return s, states
+    from espnet_ext.asr.length_forcing_scorer import LengthForcingScorer
 
     s2t = _s2t(cif_exp, data, tmp_path, "1epoch.pth", "--beam_size", "3")
     model = s2t.asr_model
@@ -340,7 +328,7 @@ def test_cif_matches_espnet_beam_search_with_a_length_forcing_scorer(tasks, cif_
     for b in range(len(keys)):
         n = int(n_fired[b])
         search = BatchBeamSearch(scorers={"decoder": model.decoder,
-                                          "len": ForceLength(max(n - 1, 0), V, model.eos)},
+                                          "len": LengthForcingScorer(max(n - 1, 0), V, model.eos)},
                                  weights={"decoder": 1.0, "len": 1.0}, beam_size=3, vocab_size=V,
                                  sos=model.sos, eos=model.eos, pre_beam_score_key="full").eval()
         with torch.no_grad():

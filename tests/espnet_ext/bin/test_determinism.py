@@ -1,4 +1,4 @@
-"""Same seed + same data -> same results on CPU (issue 9): features, token lists, trained
+"""Same seed + same data -> same results on CPU: features, token lists, trained
 parameters and decoded text are identical across runs (byte for byte where they are files).
 Which stages are not deterministic on a GPU, and why, is in docs/reliability.md."""
 import filecmp
@@ -8,7 +8,6 @@ import kaldiio
 import numpy as np
 import pytest
 import torch
-
 from reliability_helpers import CIF_CONF, chdir, one_thread, tiny_cif_model
 
 

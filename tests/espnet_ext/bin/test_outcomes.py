@@ -14,7 +14,6 @@ from typing import Dict, List
 
 import pytest
 import torch
-
 from tiny_asr_data import asr_data_args, make_tiny_asr_data
 
 REPO = Path(__file__).resolve().parents[3]
@@ -61,7 +60,7 @@ def fitted(tmp_path_factory):
 
     from espnet_ext.bin.ilm_context_train import main as ctx_train
     from espnet_ext.bin.kd_lm_train import main as kd_train
-    from espnet_ext.lm.ngram import main as ngram_train
+    from espnet_ext.bin.ngram_lm_train import main as ngram_train
     from espnet_ext.tasks.cif_asr import CIFASRTask
 
     root = tmp_path_factory.mktemp("outcomes")

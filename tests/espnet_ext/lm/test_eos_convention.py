@@ -162,9 +162,9 @@ def test_teacher_sep_row_sits_at_the_eos_position(cif_task, wordpiece, stats, mi
              "--token_type", "hugging_face", "--output_dir", str(tmp_path / "plm")])
     feats = kaldiio.load_scp(str(tmp_path / "plm/feats.scp"))
 
-    config = toy_size_config(REPO / "conf/train_asr_cif_librispeech_hkd.yaml",
-                             tmp_path / "hkd.yaml", teacher_dim=384)
-    model, args = build_asr(cif_task, config, wordpiece, stats, "--bpemodel", str(minilm))
+    config = toy_size_config(REPO / "conf/train_asr_cif_librispeech.yaml", tmp_path / "hkd.yaml")
+    model, args = build_asr(cif_task, config, wordpiece, stats, "--bpemodel", str(minilm),
+                            "--distiller", "hkd", "--distiller_conf", "teacher_dim=384")
     preprocess = cif_task.build_preprocess_fn(args, train=False)
     tok = AutoTokenizer.from_pretrained(minilm)
     plm = AutoModel.from_pretrained(minilm).eval()

@@ -45,11 +45,13 @@ def ilm_exp(tmp_path_factory, repo_root):
     # Random-init tiny CIF model: the task parser's Namespace, dumped and saved like main_worker.
     cif_dir = root / "cif"
     cif_dir.mkdir()
-    args = ASRTask.get_parser().parse_args(
+    from espnet_ext.tasks.cif_asr import CIFASRTask
+
+    args = CIFASRTask.get_parser().parse_args(
         ["--config", str(conf / "train_asr_cif_tiny.yaml"), *asr_data_args(paths),
          "--output_dir", str(cif_dir)])
     torch.manual_seed(0)
-    cif_model = ASRTask.build_model(args)
+    cif_model = CIFASRTask.build_model(args)
     with open(cif_dir / "config.yaml", "w") as f:
         yaml_no_alias_safe_dump(vars(args), f, indent=4, sort_keys=False)
     torch.save(cif_model.state_dict(), cif_dir / "model.pth")

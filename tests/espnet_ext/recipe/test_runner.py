@@ -9,8 +9,7 @@ import time
 
 import pytest
 
-from espnet_ext.recipe.runner import (REPO_ROOT, Request, SlurmConfig, UsageError, _job_script,
-                                     log_status, parse_args)
+from espnet_ext.recipe.runner import REPO_ROOT, Request, SlurmConfig, UsageError, _job_script, log_status, parse_args
 
 RUN = str(REPO_ROOT / "utils" / "run.py")
 
