@@ -18,16 +18,12 @@ condition (an LM on other fortunes-zh sentences), LibriSpeech intra-domain on Mi
 (the pre-tokenized LM path). RECIPES_TEST_ILM=0 leaves these steps out; RECIPES_TEST_LAS=0 leaves
 the LAS model out.
 
-Cost, measured 2026-11-21 on the 2-core CI-sized machine beside a niced training job: the whole
-file 7.7 min wall (19 tests); run.sh wall per step, the two recipes in parallel: AISHELL-1
-baseline 151 s + --ilm true (CIF, intra + cross) 173 s; LibriSpeech baseline 307 s + hkd 8 s +
---ilm true 35 s. Most of it is ESPnet start-up in each stage's processes (the tiny models train
-and decode in seconds). LibriSpeech runs its own configs (conf/train_asr_cif_librispeech{,_hkd}.yaml
-at toy sizes) since 2026-12-03; measured that day with the machine loaded by other jobs (load
-average ~5 on 2 cores), LibriSpeech alone: baseline 289 s + hkd 98 s + --ilm true 750 s (stage 9
-grid 286 s, stage 10 147 s), 19 min wall for its 6 tests. RECIPES_TEST_ILM=0 drops the --ilm steps. The LAS model
-(RECIPES_TEST_LAS=1) costs several CPU-minutes more: the 1-epoch LAS model's beam search runs to
-the maximum length (~100 s per weight-grid job on a loaded machine).
+Cost, measured 2026-12-03 on the 2-core CI-sized machine loaded by other jobs (load average 6-7):
+the whole file 27 min wall (19 tests), the two recipes in parallel; run.sh wall per step:
+AISHELL-1 baseline 376 s + --ilm true with the LAS model 1,206 s (the LAS model alone ~15 min:
+its 1-epoch beam search runs to the maximum length); LibriSpeech baseline 297 s + hkd 97 s +
+--ilm true 891 s. Most of it is ESPnet start-up in each step's processes (the tiny models train and
+decode in seconds). RECIPES_TEST_ILM=0 drops the --ilm steps, RECIPES_TEST_LAS=0 the LAS model.
 """
 import contextlib
 import json
