@@ -1,12 +1,11 @@
 #!/usr/bin/env python
-"""Recipe wall time per stage, from the ``exp/stage_times.tsv`` that asr.sh appends to.
+"""Recipe wall and CPU time per stage, from the ``exp/stage_times.tsv`` that asr.sh appends to.
 
     python benchmarks/recipe_times.py egs/minisynth/asr1            # or .../exp/stage_times.tsv
 
-One row per stage: the latest run's wall seconds and status (ran/skipped), how many times the
-stage has run, and, when the recipe also wrote ``exp/run_times.tsv`` (run.sh's per-step wall and
-CPU seconds), the CPU seconds of the latest step that covered that single stage. ``--quick`` reads
-a built-in two-stage example (harness check).
+The file has a header and one row per step (stage, name, tag, wall_s, cpu_s, load_1_5_15, date,
+status ran/skipped). Reported: per stage and tag, the latest row that did work (else the latest
+row), how many times it ran, and a total. ``--quick`` reads a built-in example (harness check).
 """
 import os
 import sys
@@ -17,46 +16,40 @@ from typing import Dict, List
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import base_parser, emit  # noqa: E402
 
-EXAMPLE = "1\tdata preparation\t7\tran\t2026-01-01T00:00:07\n3\tfbank features\t30\tran\t2026-01-01T00:00:37\n"
+HEADER = "stage\tname\ttag\twall_s\tcpu_s\tload_1_5_15\tdate\tstatus"
+EXAMPLE = (HEADER + "\n"
+           "1\tdata preparation\t-\t7\t5\t0.50 0.40 0.30\t2026-01-01T00:00:07\tran\n"
+           "3\tfbank features\ttrain dev\t30\t52\t1.90 1.20 0.60\t2026-01-01T00:00:37\tran\n"
+           "3\tfbank features\ttrain dev\t0\t0\t0.20 0.90 0.60\t2026-01-01T01:00:00\tskipped\n")
 
 
 def stage_table(tsv: Path) -> List[Dict]:
     if not tsv.is_file():
         raise SystemExit(f"{tsv}: no such file (run the recipe first; asr.sh writes it)")
-    latest: Dict[int, Dict] = {}
-    runs: Dict[int, int] = {}
-    for n, line in enumerate(tsv.read_text(encoding="utf-8").splitlines(), 1):
-        f = line.split("\t")
+    lines = tsv.read_text(encoding="utf-8").splitlines()
+    if not lines or lines[0] != HEADER:
+        raise SystemExit(f"{tsv}:1: expected the header {HEADER!r} (a stage_times.tsv of asr.sh)")
+    latest: Dict[tuple, Dict] = {}
+    runs: Dict[tuple, int] = {}
+    for n, line in enumerate(lines[1:], 2):
         if not line.strip():
             continue
-        if len(f) < 4 or not f[0].isdigit() or not f[2].lstrip("-").isdigit():
-            raise SystemExit(f"{tsv}:{n}: expected 'stage<TAB>name<TAB>seconds<TAB>status[<TAB>date]', got {line!r}")
-        s = int(f[0])
-        runs[s] = runs.get(s, 0) + (f[3] == "ran")
-        latest[s] = {"stage": s, "name": f[1], "wall_s": int(f[2]), "status": f[3],
-                     "date": f[4] if len(f) > 4 else ""}
-    cpu = _cpu_by_stage(tsv.parent / "run_times.tsv")
+        f = line.split("\t")
+        if len(f) != 8 or not f[0].isdigit() or not f[3].isdigit() or not f[4].isdigit():
+            raise SystemExit(f"{tsv}:{n}: expected 8 tab-separated fields ({HEADER}), got {line!r}")
+        key = (int(f[0]), f[2])
+        row = {"stage": key[0], "name": f[1], "tag": f[2], "wall_s": int(f[3]), "cpu_s": int(f[4]),
+               "status": f[7], "date": f[6]}
+        runs[key] = runs.get(key, 0) + (f[7] == "ran")
+        if f[7] == "ran" or key not in latest or latest[key]["status"] != "ran":
+            latest[key] = row
     rows = []
-    for s in sorted(latest):
-        r = latest[s]
-        r["runs"] = runs[s]
-        r["cpu_s"] = cpu.get(s, "")
-        rows.append(r)
-    rows.append({"stage": "total", "name": "latest run of every stage",
-                 "wall_s": sum(r["wall_s"] for r in rows), "status": "", "runs": "", "cpu_s": "",
-                 "date": ""})
+    for key in sorted(latest):
+        rows.append({**latest[key], "runs": runs[key]})
+    rows.append({"stage": "total", "name": "latest run of every stage and tag", "tag": "",
+                 "wall_s": sum(r["wall_s"] for r in rows), "cpu_s": sum(r["cpu_s"] for r in rows),
+                 "status": "", "runs": "", "date": ""})
     return rows
-
-
-def _cpu_by_stage(path: Path) -> Dict[int, int]:
-    """run_times.tsv: step, stages, config, wall_s, cpu_s, ... (header line first)."""
-    out: Dict[int, int] = {}
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines()[1:]:
-            f = line.split("\t")
-            if len(f) >= 5 and f[1].isdigit() and f[4].isdigit():
-                out[int(f[1])] = int(f[4])
-    return out
 
 
 def main(argv=None) -> List[Dict]:
@@ -75,7 +68,7 @@ def main(argv=None) -> List[Dict]:
         tsv = path if path.is_file() else path / "exp" / "stage_times.tsv"
         rows = stage_table(tsv)
         source = str(tsv)
-    emit(f"recipe_times ({source})", rows, args, ["stage", "name", "wall_s", "cpu_s", "status", "runs", "date"])
+    emit(f"recipe_times ({source})", rows, args, ["stage", "name", "tag", "wall_s", "cpu_s", "status", "runs", "date"])
     return rows
 
 

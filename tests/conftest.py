@@ -1,6 +1,6 @@
 """Shared pytest configuration: repository paths and markers.
 
-Unit tests mirror the package (tests/espnet_ext/<subpackage>/test_<module>.py); recipe runs, stage
+Unit tests mirror the package (tests/unit/<subpackage>/test_<module>.py); recipe runs, stage
 runs and kill/resume runs live in tests/integration/ and carry the ``integration`` marker
 (``pytest -m "not integration"`` runs the unit tests alone). The helpers next to this file
 (tiny_asr_data, fake_corpora, ...) are importable from every test directory.

@@ -78,8 +78,11 @@ def test_feature_speed(quick_run):
 def test_recipe_times(quick_run):
     r = rows(quick_run[1], "recipe_times")
     assert [x["stage"] for x in r] == [1, 3, "total"]
-    # --quick reads the built-in example: stage 1 took 7 s, stage 3 30 s; total 7 + 30 = 37 s
+    # --quick reads the built-in example: stage 1 took 7 s (5 CPU s), stage 3 30 s (52 CPU s) and
+    # was later skipped (a skip does not replace the run that did the work); totals 37 s, 57 CPU s
     assert [x["wall_s"] for x in r] == [7, 30, 37]
+    assert [x["cpu_s"] for x in r] == [5, 52, 57]
+    assert [x["runs"] for x in r[:2]] == [1, 1]
 
 
 def test_synth_speed(quick_run):
@@ -102,7 +105,12 @@ def test_doc_plot_and_targets(quick_run):
 
 def test_recipe_times_reports_a_bad_line(tmp_path):
     tsv = tmp_path / "stage_times.tsv"
-    tsv.write_text("1\tdata preparation\t7\tran\nnot a stage line\n")
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "recipe_times.py"), str(tsv), "--json"],
-                          capture_output=True, text=True)
-    assert proc.returncode != 0 and f"{tsv}:2" in proc.stderr
+    header = "stage\tname\ttag\twall_s\tcpu_s\tload_1_5_15\tdate\tstatus"
+    good = "1\tdata preparation\t-\t7\t5\t0.1 0.1 0.1\t2026-01-01T00:00:07\tran"
+    cmd = [sys.executable, str(REPO / "benchmarks" / "recipe_times.py"), str(tsv), "--json"]
+    tsv.write_text(f"{header}\n{good}\nnot a stage line\n")
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode != 0 and f"{tsv}:3" in proc.stderr
+    tsv.write_text(f"{good}\n")  # the old layout (no header) is named, not misread
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode != 0 and f"{tsv}:1: expected the header" in proc.stderr
