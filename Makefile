@@ -10,7 +10,7 @@ recipe: setup
 	cd egs/minisynth/asr1 && ./run.sh $(ARGS)
 
 # Lint first (ruff + shellcheck, seconds), then every test: unit tests mirror the package under
-# tests/espnet_ext/, recipe and stage runs are tests/integration/ (marker: integration).
+# tests/unit/, recipe and stage runs are tests/integration/ (marker: integration).
 test: setup
 	bash tools/lint.sh
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
