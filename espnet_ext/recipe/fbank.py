@@ -11,7 +11,6 @@ offset (``x.ark:123``) or a shell pipe ``cmd |`` whose stdout is an audio file. 
 file (its header promises more audio than the file holds) is an error: libsndfile would silently
 return the shorter audio. Duplicate ids in ``wav.scp`` are refused.
 """
-import hashlib
 import io
 import json
 import logging
@@ -23,6 +22,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
+from espnet_ext.recipe import done_marker
 from espnet_ext.utils.kaldi_table import TableError, read_table_dict
 
 logger = logging.getLogger("fbank")
@@ -155,34 +155,30 @@ def iter_utterances(wav_scp: str, segments: Optional[str] = None
         yield utt, f"{entries[rec]} [{start}, {end}]", load
 
 
-def inputs_digest(wav_scp: str, segments: Optional[str], opts: dict) -> str:
-    h = hashlib.sha1()
-    for p in (wav_scp, segments):
-        if p:
-            h.update(Path(p).read_bytes())
-    h.update(json.dumps(opts, sort_keys=True).encode())
-    return h.hexdigest()
-
-
 def extract_to_ark(wav_scp: str, ark: str, scp: str, utt2num_frames: str,
                    segments: Optional[str] = None, skip_bad: bool = False,
                    opts: Optional[dict] = None, progress: bool = True) -> Dict[str, int]:
     """Compute features for every utterance of ``wav_scp`` into ``ark`` + ``scp`` (the scp
     references ``ark`` by the path given) + ``utt2num_frames``.
 
-    Outputs are written under temporary names and renamed at the end, then a marker
-    ``<scp>.done`` records a digest of the inputs: a rerun with the same inputs returns at once.
+    Outputs are written under temporary names and renamed at the end, then the done marker
+    ``<scp>.done`` records the inputs (lists, options, size and time of every audio file) and
+    outputs: a rerun returns at once unless one of them changed (a replaced recording, a
+    truncated ark), which is said and redone.
     Bad audio raises :class:`AudioError` naming the utterance, or with ``skip_bad`` is logged,
     counted and listed in ``<scp>.skipped``. Returns counts {"done", "skipped", "reused"}.
     """
     opts = {**DEFAULT_OPTS, **(opts or {})}
     marker = Path(scp + ".done")
-    digest = inputs_digest(wav_scp, segments, opts)
-    if marker.is_file() and marker.read_text().strip() == digest and Path(ark).is_file() \
-            and Path(scp).is_file() and Path(utt2num_frames).is_file():
+    inputs = [p for p in (wav_scp, segments) if p]
+    options = json.dumps({**opts, "skip_bad": skip_bad}, sort_keys=True)
+    stale = done_marker.check(str(marker), options)
+    if stale is None:
         n = sum(1 for _ in open(scp, encoding="utf-8"))
         logger.info("%s: already complete (%d utterances); skipping", scp, n)
         return {"done": 0, "skipped": 0, "reused": n}
+    if marker.exists():
+        logger.warning("%s: recomputing: %s", scp, stale)
     import kaldiio
     import torch
     from tqdm import tqdm
@@ -236,6 +232,7 @@ def extract_to_ark(wav_scp: str, ark: str, scp: str, utt2num_frames: str,
         skipped_file.unlink(missing_ok=True)
     for final, t in tmp.items():
         os.replace(t, final)
-    marker.write_text(digest + "\n")
+    done_marker.write(str(marker), inputs=inputs, audio_of=[wav_scp], outputs=list(tmp),
+                      options=options)
     logger.info("%s: %d utterances, %d skipped", scp, done, len(skipped))
     return {"done": done, "skipped": len(skipped), "reused": 0}

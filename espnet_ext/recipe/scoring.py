@@ -89,7 +89,13 @@ def parse_result(path) -> Dict[str, float]:
 def score(ref_text, hyp_text, utt2spk_file, token_type: str, output_dir,
           bpemodel: Optional[str] = None) -> Dict[str, float]:
     """Write ref.trn, hyp.trn, result.txt and result.dtl in ``output_dir``; return Sum/Avg.
-    Malformed input tables raise :class:`~espnet_ext.utils.kaldi_table.TableError`."""
+    Malformed input tables raise :class:`~espnet_ext.utils.kaldi_table.TableError`. Earlier
+    results in ``output_dir`` are removed first: a refused scoring leaves none behind."""
+    out = Path(output_dir)
+    for name in ("result.txt", "result.dtl", "ref.trn", "hyp.trn"):
+        (out / name).unlink(missing_ok=True)
+    if not Path(hyp_text).is_file():
+        raise ScoringError(f"hypothesis file {hyp_text} does not exist (decode first)")
     ref = read_table_dict(ref_text)
     hyp = read_table_dict(hyp_text)
     if not ref:
@@ -101,9 +107,7 @@ def score(ref_text, hyp_text, utt2spk_file, token_type: str, output_dir,
         import sentencepiece as spm
 
         bpe = spm.SentencePieceProcessor(model_file=str(bpemodel))
-    out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "result.txt").unlink(missing_ok=True)  # stale until this scoring completes
     write_trn(ref, utt2spk, out / "ref.trn", token_type, bpe)
     write_trn(hyp, utt2spk, out / "hyp.trn", token_type, bpe)
     sclite = find_sclite()

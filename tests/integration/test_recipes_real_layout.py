@@ -452,7 +452,7 @@ def test_aishell_fbank_stage_on_slurm(aishell_run, slurm_cluster, recipe_tmp):  
     run = run_recipe(work, ["--aishell", str(aishell_run.corpus.root), "--cmd_backend", "slurm",
                             "--stage", "1", "--stop_stage", "3", "--nj", "2"])
     run.check()
-    logs = sorted((work / "dump/fbank/log").glob("fbank.*.log"))
+    logs = sorted((work / "dump/fbank/log").glob("*/fbank.*.log"))  # a directory per run
     assert len(logs) == 2
     for set_name in AISHELL_SPEAKERS:
         for f in ("text", "utt2spk", "wav.scp"):

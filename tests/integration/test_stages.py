@@ -3,9 +3,11 @@ stage selection, skip logic and per-stage time rows on real audio (egs/TEMPLATE/
 stages 1-5)."""
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from espnet_ext.recipe.runner import REPO_ROOT
@@ -190,8 +192,9 @@ def test_stages_run_once_then_skip_and_redo_only_what_is_missing(speech_corpus, 
         assert (feats / name / "feats_dim").read_text().strip() == "80"
     assert (recipe / "data" / "token_list" / "char" / "tokens.txt").read_text() \
         .startswith("<blank>\n<unk>\n")
+    logs = feats / "log" / "train+dev+test"  # one log directory per feature run
     for i in (1, 2):  # one array job over all sets, logs with footers
-        assert "# Ended (code 0)" in (feats / "log" / f"fbank.{i}.log").read_text()
+        assert "# Ended (code 0)" in (logs / f"fbank.{i}.log").read_text()
 
     # Rerun: every stage skips, nothing is rewritten.
     arks = sorted(feats.glob("*/data/*.ark"))
@@ -203,20 +206,107 @@ def test_stages_run_once_then_skip_and_redo_only_what_is_missing(speech_corpus, 
     assert "dump/fbank/train: features done" in r.stderr
     assert [p.stat().st_mtime_ns for p in arks] == stamps
 
-    # An interrupted feature stage: the test set lost part 2 and its done marker. Only that
-    # part is recomputed; part 1 is reused (its inputs did not change).
+    # The test set lost part 2 of its features (its done markers stay): the markers no longer
+    # hold, so only that part is recomputed; part 1 is reused (its inputs did not change).
     ark2 = feats / "test" / "data" / "feats.2.ark"
     ref_bytes = ark2.read_bytes()
     ark1_stamp = (feats / "test" / "data" / "feats.1.ark").stat().st_mtime_ns
-    for p in (ark2, feats / "test" / "data" / "feats.2.scp.done", feats / "test" / ".done.fbank"):
-        p.unlink()
+    ark2.unlink()
     r = asr_sh(recipe, "--stage", "3", "--stop_stage", "3")
+    assert "dump/fbank/test/.done.fbank no longer holds: output dump/fbank/test/data/feats.2.ark " \
+        "is missing; redoing" in r.stderr
     assert latest_status(recipe)[3] == "ran"
     assert ark2.read_bytes() == ref_bytes
     assert (feats / "test" / "data" / "feats.1.ark").stat().st_mtime_ns == ark1_stamp
-    log1 = (feats / "log" / "fbank.1.log").read_text()
+    log1 = (feats / "log" / "test" / "fbank.1.log").read_text()
     assert "test/data/feats.1.scp: already complete" in log1
-    assert "train" not in (feats / "log" / "fbank.1.list").read_text()  # only pending sets
+    assert "train" not in (feats / "log" / "test" / "fbank.1.list").read_text()  # only pending sets
+    # The first run's logs and its stage-time row stay; this run has a row of its own.
+    assert "# Ended (code 0)" in (logs / "fbank.1.log").read_text()
+    assert "train/data/feats.1.scp" in (logs / "fbank.1.log").read_text()
+    from espnet_ext.recipe.results import stage_times
+
+    fbank_rows = {r["tag"]: r["status"] for r in stage_times(recipe / "exp" / "stage_times.tsv")
+                  if r["stage"] == "3" and r["status"] == "ran"}
+    assert fbank_rows == {"train dev test": "ran", "test": "ran"}
+
+
+def _feats(recipe: Path, scp: str) -> dict:
+    """The matrices of a feature scp (its ark paths are relative to the recipe)."""
+    import kaldiio
+
+    cwd = os.getcwd()
+    os.chdir(recipe)
+    try:
+        return {k: v.copy() for k, v in kaldiio.load_scp(scp).items()}
+    finally:
+        os.chdir(cwd)
+
+
+def test_feature_stage_notices_replaced_audio_and_a_truncated_ark(speech_corpus, tmp_path):
+    """The feature stage's done markers vouch for their inputs and outputs: a recording replaced
+    at the same path, or an ark cut short (a full disk), makes that part be computed again."""
+    recipe = make_recipe(tmp_path / "asr1", speech_corpus.data)
+    asr_sh(recipe, "--stop_stage", "1")
+    # The test set reads copies of its recordings, which the test may then replace.
+    audio = recipe / "audio"
+    audio.mkdir()
+    wav_scp = recipe / "data" / "test" / "wav.scp"
+    entries = dict(line.split(maxsplit=1) for line in wav_scp.read_text().splitlines())
+    for utt, path in entries.items():
+        entries[utt] = str(audio / f"{utt}.wav")
+        shutil.copy(path, entries[utt])
+    wav_scp.write_text("".join(f"{u} {p}\n" for u, p in entries.items()))
+    asr_sh(recipe, "--stage", "3", "--stop_stage", "3")
+    feats = recipe / "dump" / "fbank"
+    before = _feats(recipe, "dump/fbank/test/feats.scp")
+    train_arks = sorted((feats / "train" / "data").glob("feats.*.ark"))
+    train_bytes = [p.read_bytes() for p in train_arks]
+
+    # The recording of one utterance is replaced by another one's: its features follow.
+    target, donor = sorted(entries)[0], sorted(entries)[-1]
+    shutil.copy(entries[donor], entries[target])
+    r = asr_sh(recipe, "--stage", "3", "--stop_stage", "3")
+    assert f"dump/fbank/test/.done.fbank no longer holds: audio file {entries[target]} changed" \
+        in r.stderr, r.stderr[-3000:]
+    assert "dump/fbank/train: features done" in r.stderr
+    after = _feats(recipe, "dump/fbank/test/feats.scp")
+    assert np.array_equal(after[target], before[donor])
+    for utt in set(before) - {target}:
+        assert np.array_equal(after[utt], before[utt]), utt
+    assert [p.read_bytes() for p in train_arks] == train_bytes  # not recomputed
+
+    # A training ark cut to half its size is noticed and computed again, identically.
+    with open(train_arks[0], "r+b") as f:
+        f.truncate(len(train_bytes[0]) // 2)
+    r = asr_sh(recipe, "--stage", "3", "--stop_stage", "3")
+    assert f"dump/fbank/train/.done.fbank no longer holds: output dump/fbank/train/data/" \
+        f"{train_arks[0].name} changed size ({len(train_bytes[0])} -> {len(train_bytes[0]) // 2} " \
+        f"bytes)" in r.stderr
+    assert [p.read_bytes() for p in train_arks] == train_bytes
+
+    # Sets named for later stages must have features; the message lists those that do.
+    r = asr_sh(recipe, "--stage", "14", "--test_sets", "test nosuch", check=False)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "set 'nosuch' has no features (dump/fbank/nosuch/feats.scp): run stage 3 for it " \
+        "(from data/nosuch); sets with features: dev test train" in r.stderr
+    r = asr_sh(recipe, "--stage", "3", "--test_sets", "nosuch", check=False)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "set 'nosuch' has no data directory (data/nosuch/wav.scp)" in r.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--stage", "abc"], "--stage 'abc' is not a stage number: the stages are 1-16"),
+    (["--stop_stage", "1x"], "--stop_stage '1x' is not a stage number: the stages are 1-16"),
+    (["--stage", "99"], "there is no stage 99: the stages are 1-16"),
+    (["--stage", "0"], "there is no stage 0: the stages are 1-16"),
+    (["--stage", "15", "--stop_stage", "14"], "--stop_stage 14 comes before --stage 15: no stage would run"),
+])
+def test_wrong_stage_options_exit_nonzero_with_one_line(tmp_path, args, message):
+    recipe = make_recipe(tmp_path / "asr1", {})
+    r = asr_sh(recipe, *args, check=False)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and message in r.stderr, r.stderr
+    assert not (recipe / "exp").exists() and not (recipe / "data").exists()  # nothing ran
 
 
 def test_stage_failure_names_the_failed_job_log(speech_corpus, tmp_path):
@@ -228,8 +318,8 @@ def test_stage_failure_names_the_failed_job_log(speech_corpus, tmp_path):
     wav.write_text("\n".join(lines) + "\n")
     r = asr_sh(recipe, "--stage", "3", "--stop_stage", "3", check=False)
     assert r.returncode != 0
-    assert "dump/fbank/log/fbank.2.log" in r.stderr
-    log = (recipe / "dump" / "fbank" / "log" / "fbank.2.log").read_text()
+    assert "dump/fbank/log/train+dev+test/fbank.2.log" in r.stderr
+    log = (recipe / "dump" / "fbank" / "log" / "train+dev+test" / "fbank.2.log").read_text()
     assert f"utterance '{lines[-1].split()[0]}' (/nonexistent/audio.wav)" in log
     assert not (recipe / "dump" / "fbank" / "test" / ".done.fbank").exists()
     # With skip_bad_audio the utterance is dropped, counted, and the stage completes.

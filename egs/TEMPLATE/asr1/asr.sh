@@ -3,8 +3,12 @@
 # Stages and options: ./asr.sh --help (help_message and the option block below).
 #
 # Conventions of every stage:
-#   - a step is done when its done marker <output dir>/.done.<step> exists (written after the
-#     step succeeded); delete the marker (or the output dir) to redo it;
+#   - a step is done when its done marker <output dir>/.done.<step> holds: written after the step
+#     succeeded, it records the step's inputs (content of lists and configs; size and time of
+#     audio files and checkpoints) and outputs (size and time), and a step whose inputs or outputs
+#     changed since (a replaced recording, a truncated ark, a deleted hypothesis file) is said and
+#     redone with its old outputs removed first (espnet_ext.recipe.done_marker); delete the marker
+#     (or the output dir) to redo a step by hand;
 #   - one row per stage and config/tag is appended to ${expdir}/stage_times.tsv: stage, name,
 #     tag, wall s, CPU s (user+sys of every process the step waited for), load average, date and
 #     ran|skipped (RESULTS.md keeps, per stage and tag, the latest row that did work);
@@ -164,8 +168,18 @@ fi
 . ./cmd.sh
 
 # ------------------------------------------------------------------------- derived settings
-if [ "${stage}" -gt 16 ]; then
+for _opt in stage stop_stage; do
+    if ! [[ "${!_opt}" =~ ^[0-9]+$ ]]; then
+        log "--${_opt} '${!_opt}' is not a stage number: the stages are 1-16 (./asr.sh --help)"
+        exit 2
+    fi
+done
+if [ "${stage}" -lt 1 ] || [ "${stage}" -gt 16 ]; then
     log "there is no stage ${stage}: the stages are 1-16 (internal LM: --use_ilm true --stage 12)"
+    exit 2
+fi
+if [ "${stop_stage}" -lt "${stage}" ]; then
+    log "--stop_stage ${stop_stage} comes before --stage ${stage}: no stage would run (stages 1-16)"
     exit 2
 fi
 [ -z "${train_set}" ] && { log "--train_set is required"; exit 2; }
@@ -201,6 +215,27 @@ fi
 all_sets=$(uniq_words "${train_set}" "${valid_set}" ${test_sets} ${ilm_cross_sets})
 # shellcheck disable=SC2086
 eval_sets=$(uniq_words "${valid_set}" ${test_sets} ${ilm_cross_sets})
+# The sets the chosen stages read must exist: a data directory where stage 3 will make their
+# features, otherwise stage-3 features.
+check_sets() {
+    local s have=() f
+    for s in "$@"; do
+        if run_stage 3; then
+            [ "${stage}" -le 2 ] || [ -f "data/${s}/wav.scp" ] || {
+                log "set '${s}' has no data directory (data/${s}/wav.scp): run stage 1, or name an existing set"
+                exit 2; }
+        elif [ "${stage}" -gt 3 ] && [ ! -f "${data_feats}/${s}/feats.scp" ]; then
+            for f in "${data_feats}"/*/feats.scp; do [ -f "${f}" ] && have+=("$(basename "$(dirname "${f}")")"); done
+            log "set '${s}' has no features (${data_feats}/${s}/feats.scp): run stage 3 for it" \
+                "(from data/${s}); sets with features: ${have[*]:-none}"
+            exit 2
+        fi
+    done
+}
+runs_any() { local n; for n in "$@"; do run_stage "${n}" && return 0; done; return 1; }
+if runs_any 3 4 9 10 11; then check_sets "${train_set}" "${valid_set}"; fi
+# shellcheck disable=SC2086
+if runs_any 3 13 14 15; then check_sets ${eval_sets}; fi
 
 # A Hugging Face name is resolved to its local directory (cache, or a download with
 # plm_download=true) once, when a stage that reads it runs.
@@ -325,6 +360,10 @@ begin_stage() { run_stage "$1" || return 1; row_begin "$@"; }
 end_stage() { row_end; }
 
 num_lines() { wc -l < "$1" | tr -d ' '; }
+# is_done MARKER [--options S]: the marker holds (says why not when it exists but no longer holds).
+is_done() { "${python}" -m espnet_ext.recipe.bin.done_marker check "$@"; }
+# mark_done MARKER [--inputs F...] [--audio_of WAV_SCP...] [--outputs F...] [--exists F...] [--options S]
+mark_done() { "${python}" -m espnet_ext.recipe.bin.done_marker write "$@"; }
 # split FILE N OUT_PREFIX: OUT_PREFIX.{1..N}.scp
 split_keys() {
     local outs=() i
@@ -382,15 +421,19 @@ if begin_stage 3 "fbank features"; then
     _pending=()
     for dset in ${all_sets}; do
         _dst=${data_feats}/${dset}
-        if [ -f "${_dst}/.done.fbank" ]; then
+        if is_done "${_dst}/.done.fbank"; then
             log "${_dst}: features done"
         else
+            rm -f "${_dst}/.done.fbank" "${_dst}/.done.filter"
             _pending+=("${dset}")
         fi
     done
     if [ ${#_pending[@]} -gt 0 ]; then
         _row_tag="${_pending[*]}"  # a later run for other sets gets a row of its own
-        _logdir=${data_feats}/log
+        # and a log directory of its own (the logs of earlier runs stay)
+        _logdir=$(IFS=+; echo "${_pending[*]}")
+        [ ${#_logdir} -le 80 ] || _logdir="${_pending[0]}+$(( ${#_pending[@]} - 1 ))_more_$(echo "${_logdir}" | md5sum | cut -c1-8)"
+        _logdir=${data_feats}/log/${_logdir}
         mkdir -p "${_logdir}"
         _nj=1
         for dset in "${_pending[@]}"; do
@@ -433,7 +476,15 @@ if begin_stage 3 "fbank features"; then
             # Utterances whose audio was skipped (skip_bad_audio=true) leave the set here, counted.
             utils/data_dir.py fix "${_dst}"
             utils/data_dir.py validate "${_dst}"
-            touch "${_dst}/.done.fbank"
+            _parts=()
+            for i in $(seq "${_n}"); do
+                _parts+=("${_dst}/data/feats.${i}.ark" "${_dst}/data/feats.${i}.scp" "${_dst}/data/utt2num_frames.${i}")
+            done
+            # The set-level lists are only required to exist: stage 4 filters them in place.
+            mark_done "${_dst}/.done.fbank" --inputs data/"${dset}"/{wav.scp,segments,text,utt2spk} \
+                --audio_of "data/${dset}/wav.scp" --outputs "${_parts[@]}" \
+                --exists "${_dst}"/{feats.scp,utt2num_frames,text,utt2spk,feats_dim} \
+                --options "${fs} ${num_mel_bins} ${skip_bad_audio}"
         done
         did_work
     fi
@@ -443,11 +494,12 @@ fi
 # ------------------------------------------------------------------------- 4: filter, LM text
 if begin_stage 4 "length filter and LM text"; then
     for dset in "${train_set}" "${valid_set}"; do
-        if [ ! -f "${data_feats}/${dset}/.done.filter" ]; then
-            utils/data_dir.py filter "${data_feats}/${dset}" --min_frames "${min_frames}" \
-                --max_frames "${max_frames}"
-            utils/data_dir.py validate "${data_feats}/${dset}"
-            touch "${data_feats}/${dset}/.done.filter"
+        _dst=${data_feats}/${dset}
+        if ! is_done "${_dst}/.done.filter" --options "${min_frames} ${max_frames}"; then
+            utils/data_dir.py filter "${_dst}" --min_frames "${min_frames}" --max_frames "${max_frames}"
+            utils/data_dir.py validate "${_dst}"
+            mark_done "${_dst}/.done.filter" --inputs "${_dst}"/data/feats.*.scp \
+                --outputs "${_dst}"/{feats.scp,utt2num_frames,text,utt2spk} --options "${min_frames} ${max_frames}"
             did_work
         fi
     done
@@ -834,7 +886,9 @@ lm_data_opts() {
 }
 # Decoding-side jobs run in one Python process per step (espnet_ext.recipe.bin.ilm_jobs): ESPnet's
 # start-up costs more than a whole mini-recipe decoding. job <done marker> <log> <module> <args...>
-job() { printf '%q ' --done "$@"; echo; }
+# The marker vouches for the files named in _job_files (--input F / --output F pairs).
+_job_files=()
+job() { local m=$1; shift; printf '%q ' --done "${m}" "${_job_files[@]}" "$@"; echo; _job_files=(); }
 run_jobs() {  # run_jobs <jobs file> <log>
     if [ -s "$1" ]; then
         log "$(num_lines "$1") jobs in one process ($1); log: $2"
@@ -999,7 +1053,8 @@ if "${use_ilm}" && run_stage 13; then
             for m in ${ilm_methods}; do
                 [ "${m}" = none ] && continue
                 _out=${_ilm}/tune_${c}/${m}
-                [ -f "${_out}/.done.tune" ] && { log "${_out} tuned"; continue; }
+                is_done "${_out}/.done.tune" && { log "${_out} tuned"; continue; }
+                _job_files=(--input "${data_feats}/${_dev}/feats.scp" --input "${_sub}/text" --output "${_out}/best.sh")
                 _grid=${ilm_weights}; [ "${m}" = sf ] && _grid=0
                 log "tuning ${m} (${c} external LM) on ${_sub} ($(num_lines "${_sub}/text") utts) -> ${_out}/grid.md"
                 # shellcheck disable=SC2046,SC2086
@@ -1026,17 +1081,26 @@ if run_stage 14; then
         row_begin 14 "decoding" "${tag}"
         for mode_tag in "${inference_tags[@]}"; do
             _lm_opts=
+            # shellcheck disable=SC2206
+            _dec_in=("${_exp}/config.yaml" "${_exp}/${inference_asr_model}" ${inference_config})
             if [ "${mode_tag%%:*}" = lm ]; then
                 _lm_opts="--lm_train_config ${lm_exp}/config.yaml --lm_file ${lm_exp}/${inference_lm}"
+                _dec_in+=("${lm_exp}/config.yaml" "${lm_exp}/${inference_lm}")
             fi
+            _dec_opts="${asr_inference_module} ${inference_batch_size} ${_lm_opts} ${_cfg_opt} ${inference_args}"
             for dset in ${test_sets}; do
                 _dir=${_exp}/${mode_tag#*:}/${dset}
                 _logdir=${_dir}/logdir
-                if [ -f "${_dir}/.done.decode" ]; then
+                _keys=${data_feats}/${dset}/feats.scp
+                if is_done "${_dir}/.done.decode" --options "${_dec_opts}"; then
                     log "${_dir}: decoded"
                     continue
                 fi
-                _keys=${data_feats}/${dset}/feats.scp
+                # A decoding that no longer holds is redone whole; without a marker (an
+                # interrupted run) the jobs that finished are kept. Stale hypotheses and their
+                # scores go first, so that nothing reports them if this decoding fails.
+                [ -f "${_dir}/.done.decode" ] && rm -rf "${_logdir}"
+                rm -rf "${_dir}/.done.decode" "${_dir}"/{token,token_int,score,text} "${_dir}"/score_*
                 _nj=$(min "${inference_nj}" "$(num_lines "${_keys}")")
                 mkdir -p "${_logdir}"
                 split_keys "${_keys}" "${_nj}" "${_logdir}/keys"
@@ -1065,8 +1129,10 @@ if run_stage 14; then
                         "hypotheses for $(num_lines "${_keys}") utterances; see ${_logdir}"
                     exit 1
                 fi
-                rm -f "${_dir}"/score_*/.done.score  # a new decoding is scored again
-                touch "${_dir}/.done.decode"
+                _outs=()
+                for f in token token_int score text; do [ -f "${_dir}/${f}" ] && _outs+=("${_dir}/${f}"); done
+                mark_done "${_dir}/.done.decode" --inputs "${_keys}" "${_dec_in[@]}" \
+                    --outputs "${_outs[@]}" --options "${_dec_opts}"
                 did_work
             done
         done
@@ -1090,7 +1156,9 @@ if run_stage 14; then
                 fi
                 for s in $(cond_test_sets "${c}"); do
                     _out=${_ilm}/decode_${c}_${m}/${s}
-                    [ -f "${_out}/.done.decode" ] && continue
+                    is_done "${_out}/.done.decode" && continue
+                    _job_files=(--input "${data_feats}/${s}/feats.scp" --output "${_out}/1best_recog/text")
+                    [ "${m}" = none ] || _job_files+=(--input "${_ilm}/tune_${c}/${m}/best.sh")
                     log "decoding ${s} with ${m} (${c} external LM, ilm ${ilm_weight}, lm ${lm_weight})"
                     # shellcheck disable=SC2046,SC2086
                     job "${_out}/.done.decode" "${_out}/decode_job.log" espnet_ext.bin.asr_inference \
@@ -1115,16 +1183,23 @@ if run_stage 15; then
                 _dir=${_exp}/${mode_tag#*:}/${dset}
                 for t in ${score_types}; do
                     _out=${_dir}/score_${t}
-                    if [ -f "${_out}/.done.score" ]; then
+                    _ref=${data_feats}/${dset}/text
+                    if is_done "${_out}/.done.score"; then
                         log "${_out}: scored"
                         continue
                     fi
+                    rm -rf "${_out}"  # a refused or failed scoring leaves no earlier result behind
+                    if ! _why=$("${python}" -m espnet_ext.recipe.bin.done_marker why "${_dir}/.done.decode"); then
+                        log "${_dir} has no complete decoding (${_why}): run stage 14 first"
+                        exit 1
+                    fi
                     _bpe_opt=()
                     [ "${t}" = ter ] && _bpe_opt=(--bpemodel "${bpemodel}")
-                    "${python}" -m espnet_ext.recipe.bin.score_sclite --ref "${data_feats}/${dset}/text" \
+                    "${python}" -m espnet_ext.recipe.bin.score_sclite --ref "${_ref}" \
                         --hyp "${_dir}/text" --utt2spk "${data_feats}/${dset}/utt2spk" \
                         --score_type "${t}" "${_bpe_opt[@]}" --output_dir "${_out}"
-                    touch "${_out}/.done.score"
+                    mark_done "${_out}/.done.score" --inputs "${_ref}" "${_dir}/text" \
+                        "${data_feats}/${dset}/utt2spk" "${_bpe_opt[@]:1}" --outputs "${_out}"/{result.txt,result.dtl}
                     did_work
                 done
             done
@@ -1138,7 +1213,9 @@ if run_stage 15; then
                     for s in $(cond_test_sets "${c}"); do
                         _out=${_ilm}/decode_${c}_${m}/${s}
                         _score=${_out}/score_${ilm_score_type}
-                        [ -f "${_score}/.done.score" ] && [ "${_score}/.done.score" -nt "${_out}/.done.decode" ] && continue
+                        is_done "${_score}/.done.score" && continue
+                        _job_files=(--input "${data_feats}/${s}/text" --input "${_out}/1best_recog/text"
+                                    --output "${_score}/result.txt")
                         job "${_score}/.done.score" "${_out}/score_job.log" espnet_ext.recipe.bin.score_sclite \
                             --ref "${data_feats}/${s}/text" --hyp "${_out}/1best_recog/text" \
                             --utt2spk "${data_feats}/${s}/utt2spk" --score_type "${ilm_score_type}" \

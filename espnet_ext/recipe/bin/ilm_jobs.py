@@ -2,11 +2,13 @@
 
     python -m espnet_ext.recipe.bin.ilm_jobs --jobs exp/ilm_cif/tune_jobs.txt
 
-Each line of ``--jobs`` is ``[--done MARKER] LOG MODULE ARGS...`` (shell-quoted words, e.g. from
-``printf %q``): ``MODULE`` is an entry point under ``espnet_ext.bin`` or ``espnet_ext.recipe.bin``
-with ``main(cmd)`` (tune_fusion, asr_inference, score_sclite, ...); its log and printed output go
-to ``LOG``. With ``--done MARKER`` the job is skipped when MARKER exists and MARKER is created
-when it succeeds (the recipe's done-marker convention). Why one process: the fusion grid and the
+Each line of ``--jobs`` is ``[--done MARKER [--input F]... [--output F]...] LOG MODULE ARGS...``
+(shell-quoted words, e.g. from ``printf %q``): ``MODULE`` is an entry point under
+``espnet_ext.bin`` or ``espnet_ext.recipe.bin`` with ``main(cmd)`` (tune_fusion, asr_inference,
+score_sclite, ...); its log and printed output go to ``LOG``. With ``--done MARKER`` the job is
+skipped while MARKER holds (espnet_ext.recipe.done_marker: the listed inputs and outputs are
+unchanged), and MARKER records them when the job succeeds; a marker that no longer holds is said,
+and the job redone with its outputs removed first. Why one process: the fusion grid and the
 test decodings of Table 3 are ~30 short jobs, and starting ESPnet costs ~20 CPU-seconds per
 process, more than a whole job of the mini recipe. Jobs run in order; the first failing job stops
 the run with an error naming it and its log (a rerun resumes: finished jobs are skipped).
@@ -20,7 +22,9 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import List, NamedTuple, Optional, Sequence
+from typing import List, NamedTuple, Optional, Sequence, Tuple
+
+from espnet_ext.recipe import done_marker
 
 logger = logging.getLogger("ilm_jobs")
 _ENTRY_POINT_PACKAGES = ("espnet_ext.bin.", "espnet_ext.recipe.bin.")
@@ -31,7 +35,9 @@ class Job(NamedTuple):
     log: Path
     module: str
     args: List[str]
-    done: Optional[Path] = None  # marker: skip when it exists, create after success
+    done: Optional[Path] = None  # marker: skip while it holds, written after success
+    inputs: Tuple[str, ...] = ()
+    outputs: Tuple[str, ...] = ()
 
 
 def read_jobs(path: Path) -> List[Job]:
@@ -41,12 +47,18 @@ def read_jobs(path: Path) -> List[Job]:
             continue
         words = shlex.split(line)
         done = None
+        files = {"--input": [], "--output": []}
         if words[:1] == ["--done"] and len(words) > 1:
             done, words = Path(words[1]), words[2:]
+            while len(words) > 1 and words[0] in files:
+                files[words[0]].append(words[1])
+                words = words[2:]
         if len(words) < 2 or not words[1].startswith(_ENTRY_POINT_PACKAGES):
-            raise ValueError(f"{path}:{n}: expected '[--done MARKER] LOG MODULE ARGS...' with MODULE "
-                             f"under {' or '.join(_ENTRY_POINT_PACKAGES)}, got {line!r}")
-        jobs.append(Job(Path(words[0]), words[1], words[2:], done))
+            raise ValueError(f"{path}:{n}: expected '[--done MARKER [--input F]... [--output F]...] "
+                             f"LOG MODULE ARGS...' with MODULE under "
+                             f"{' or '.join(_ENTRY_POINT_PACKAGES)}, got {line!r}")
+        jobs.append(Job(Path(words[0]), words[1], words[2:], done, tuple(files["--input"]),
+                        tuple(files["--output"])))
     return jobs
 
 
@@ -81,15 +93,21 @@ def main(cmd: Optional[Sequence[str]] = None) -> int:
     jobs = read_jobs(args.jobs)
     t0 = time.time()
     for i, job in enumerate(jobs, 1):
-        if job.done is not None and job.done.exists():
-            logger.info(f"job {i}/{len(jobs)}: {job.module} done earlier ({job.done})")
-            continue
+        if job.done is not None:
+            stale = done_marker.check(str(job.done))
+            if stale is None:
+                logger.info(f"job {i}/{len(jobs)}: {job.module} done earlier ({job.done})")
+                continue
+            if job.done.exists():
+                logger.warning(f"job {i}/{len(jobs)}: {job.done} no longer holds: {stale}; redoing")
+                job.done.unlink()
+            for out in job.outputs:
+                Path(out).unlink(missing_ok=True)
         t = time.time()
         logger.info(f"job {i}/{len(jobs)}: {job.module} (log: {job.log})")
         run_job(job.log, job.module, job.args)
         if job.done is not None:
-            job.done.parent.mkdir(parents=True, exist_ok=True)
-            job.done.touch()
+            done_marker.write(str(job.done), inputs=job.inputs, outputs=job.outputs)
         logger.info(f"job {i}/{len(jobs)} done in {time.time() - t:.1f} s")
     logger.info(f"{len(jobs)} jobs done in {time.time() - t0:.1f} s")
     return 0

@@ -4,6 +4,7 @@ import shlex
 
 import pytest
 
+from espnet_ext.recipe import done_marker
 from espnet_ext.recipe.bin import ilm_jobs
 from espnet_ext.recipe.scoring import find_sclite, parse_result
 
@@ -67,27 +68,41 @@ def test_failing_job_stops_the_list_naming_its_log(texts):
         ilm_jobs.read_jobs(bad)
 
 
-def test_done_markers_skip_finished_jobs_and_mark_new_ones(texts):
+def test_done_markers_skip_finished_jobs_and_mark_new_ones(texts, caplog):
     tmp, ref, good, short = texts
     marker_a, marker_b = tmp / "a" / ".done.score", tmp / "b" / ".done.score"
-    marker_b.parent.mkdir(parents=True)
-    marker_b.touch()  # b finished in an earlier run: its (failing) job must not run again
+    result_a, result_b = tmp / "a" / "score_wer" / "result.txt", tmp / "b" / "score_wer" / "result.txt"
+    # b finished in an earlier run: while its marker holds, its (failing) job must not run again.
+    write(result_b, ["an earlier result"])
+    done_marker.write(str(marker_b), inputs=[str(short)], outputs=[str(result_b)])
     jobs = write(tmp / "jobs.txt", [
-        job("--done", marker_a, tmp / "a" / "score.log", "espnet_ext.recipe.bin.score_sclite",
-            "--ref", ref, "--hyp", good, "--score_type", "wer", "--output_dir", tmp / "a" / "score_wer"),
-        job("--done", marker_b, tmp / "b" / "score.log", "espnet_ext.recipe.bin.score_sclite",
-            "--ref", ref, "--hyp", short, "--score_type", "wer", "--output_dir", tmp / "b" / "score_wer"),
+        job("--done", marker_a, "--input", good, "--output", result_a, tmp / "a" / "score.log",
+            "espnet_ext.recipe.bin.score_sclite", "--ref", ref, "--hyp", good, "--score_type", "wer",
+            "--output_dir", tmp / "a" / "score_wer"),
+        job("--done", marker_b, "--input", short, "--output", result_b, tmp / "b" / "score.log",
+            "espnet_ext.recipe.bin.score_sclite", "--ref", ref, "--hyp", short, "--score_type", "wer",
+            "--output_dir", tmp / "b" / "score_wer"),
     ])
     parsed = ilm_jobs.read_jobs(jobs)
     assert [j.done for j in parsed] == [marker_a, marker_b]
+    assert parsed[0].inputs == (str(good),) and parsed[0].outputs == (str(result_a),)
     assert parsed[0].log == tmp / "a" / "score.log" and parsed[0].args[:2] == ["--ref", str(ref)]
     assert ilm_jobs.main(["--jobs", str(jobs)]) == 0
-    assert marker_a.is_file() and (tmp / "a" / "score_wer" / "result.txt").is_file()
+    assert done_marker.holds(str(marker_a)) and parse_result(result_a)["sub"] == 16.7
     assert not (tmp / "b" / "score.log").exists()
     # A rerun finds both done and runs nothing (the result is not rewritten).
-    stamp = (tmp / "a" / "score_wer" / "result.txt").stat().st_mtime_ns
+    stamp = result_a.stat().st_mtime_ns
     assert ilm_jobs.main(["--jobs", str(jobs)]) == 0
-    assert (tmp / "a" / "score_wer" / "result.txt").stat().st_mtime_ns == stamp
+    assert result_a.stat().st_mtime_ns == stamp
+    # A changed input (the hypothesis now matches the reference) makes the job run again, said.
+    write(good, ["u1 the lord is great", "u2 in zion"])
+    assert ilm_jobs.main(["--jobs", str(jobs)]) == 0
+    assert f"{marker_a} no longer holds: input {good} changed content; redoing" in caplog.text
+    assert parse_result(result_a)["err"] == 0
+    # So does a deleted output.
+    result_a.unlink()
+    assert ilm_jobs.main(["--jobs", str(jobs)]) == 0
+    assert f"output {result_a} is missing" in caplog.text and parse_result(result_a)["err"] == 0
     # A failing job leaves no marker.
     marker_c = tmp / "c" / ".done.score"
     failing = write(tmp / "fail.txt", [job("--done", marker_c, tmp / "c" / "score.log",
