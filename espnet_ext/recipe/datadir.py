@@ -64,6 +64,15 @@ def _check_table(path: Path, problems: List[str], value_required: bool = True) -
     return rows
 
 
+def _spaced_id(utt: str, speaker: str) -> Optional[str]:
+    """An ``utt2spk`` entry whose speaker holds whitespace comes from an id with a space in it
+    (``utt 1 spk``: the line's first word became the id): the id it most likely meant, or None
+    for a well-formed entry. Kaldi tables end the id at the first whitespace, so such ids cannot
+    be represented."""
+    words = speaker.split()
+    return " ".join([utt] + words[:-1]) if len(words) > 1 else None
+
+
 def validate_data_dir(d, need_text: bool = True, need_audio: bool = True) -> None:
     """Raise DataDirError listing every problem of data directory ``d``; return if it is valid."""
     d = Path(d)
@@ -113,7 +122,14 @@ def validate_data_dir(d, need_text: bool = True, need_audio: bool = True) -> Non
                 if ab:
                     problems.append(f"{d}: {len(ab)} utterance(s) in {a} but not in {b}: "
                                     f"{_ids_listed(sorted(ab))}")
-    if "utt2spk" in tables and "spk2utt" in tables:
+    spaced = 0
+    for n, (utt, spk) in enumerate(tables.get("utt2spk", []), 1):
+        meant = _spaced_id(utt, spk)
+        if meant is not None:
+            spaced += 1
+            problems.append(f"{d}/utt2spk:{n}: utterance {utt!r} has speaker {spk!r}: ids cannot "
+                            f"contain whitespace (is the id {meant!r}?)")
+    if "utt2spk" in tables and "spk2utt" in tables and not spaced:
         expected = dict(utt2spk_to_spk2utt(tables["utt2spk"]))
         actual = {spk: " ".join(sorted(utts.split())) for spk, utts in tables["spk2utt"]}
         bad = sorted(s for s in set(expected) | set(actual) if expected.get(s) != actual.get(s))
@@ -168,6 +184,8 @@ def fix_data_dir(d, utt_extra_files: Sequence[str] = (), keep: Optional[set] = N
                  if name in utt_tables and utt in tables[name] and not tables[name][utt]]
         if absent:
             reasons[utt] = "not in " + ", ".join(absent)
+        elif _spaced_id(utt, tables["utt2spk"][utt]) is not None:
+            reasons[utt] = "whitespace in its utt2spk entry (ids cannot contain whitespace)"
         elif empty:
             reasons[utt] = "empty value in " + ", ".join(empty)
         else:

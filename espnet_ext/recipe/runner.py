@@ -122,11 +122,44 @@ def _tail(path: str, n: int = 10) -> str:
         return ""
 
 
+_TRACEBACK = "Traceback (most recent call last):"
+_RANK_PREFIX_RE = re.compile(r"^\[(?:rank|default)\d+\]:\s?")  # torchrun's per-rank prefix
+_CHAIN_LINES = ("During handling of the above exception", "The above exception was the direct")
+
+
+def first_error(path: str, max_lines: int = 12) -> str:
+    """The first Python traceback of a log, ending with its exception line (at most
+    ``max_lines`` lines: the header, the innermost frames, the exception); "" when none.
+
+    A distributed training's log holds the failed rank's traceback first and the launcher's
+    (torchrun's ``ChildFailedError``) last; the first one says what went wrong."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            lines = [_RANK_PREFIX_RE.sub("", line.rstrip("\n")) for line in f]
+    except OSError:
+        return ""
+    for i, line in enumerate(lines):
+        if line.startswith(_TRACEBACK):
+            block = [line]
+            for body in lines[i + 1:]:
+                block.append(body)
+                if body and not body[0].isspace() and not body.startswith(_CHAIN_LINES):
+                    break
+            if len(block) > max_lines:
+                block = [block[0], "  ..."] + block[-(max_lines - 2):]
+            return "\n".join(block)
+    return ""
+
+
 def _report_failures(prog: str, failed: List[Tuple[int, str, str]], total: int) -> None:
-    """failed: (job id, log path, reason)."""
+    """failed: (job id, log path, reason). Shows the first failed log's first Python error,
+    then its last lines."""
     for job_id, log, reason in failed:
         print(f"{prog}: job {job_id} failed ({reason}); log: {log}", file=sys.stderr)
     job_id, log, _ = failed[0]
+    error = first_error(log)
+    if error:
+        print(f"{prog}: first error in {log}:\n{error}", file=sys.stderr)
     tail = _tail(log)
     if tail:
         print(f"{prog}: last lines of {log}:\n" + tail.rstrip("\n"), file=sys.stderr)

@@ -156,6 +156,26 @@ def test_speed_perturbation_pipes_real_audio_through_sox(speech_corpus, tmp_path
     assert dd.read_table(tmp_path / "sp" / "utt2spk")[0] == (utt, "sp0.9-spkA")
 
 
+def test_ids_with_whitespace_are_named_and_dropped_consistently(tmp_path):
+    """An id with a space ('b 3') reads as id 'b' with the rest in the value: validate names the
+    line and the id it meant, fix drops the utterance (counted), and validate then passes."""
+    d = make_dir(tmp_path / "d", utts=("a-1", "a-2"))
+    for name, value in (("wav.scp", "/audio/b3.wav"), ("text", "words of b three"), ("utt2spk", "b")):
+        with open(d / name, "a", encoding="utf-8") as f:
+            f.write(f"b 3 {value}\n")
+    write(d, "spk2utt", ["a a-1 a-2", "3 b b"])  # as spk2utt would be derived from it
+    r = subprocess.run([sys.executable, DATA_DIR_PY, "validate", str(d)], capture_output=True, text=True)
+    assert r.returncode == 1
+    assert f"{d}/utt2spk:3: utterance 'b' has speaker '3 b': ids cannot contain whitespace " \
+        "(is the id 'b 3'?)" in r.stderr
+    r = subprocess.run([sys.executable, DATA_DIR_PY, "fix", str(d)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "kept 2 of 3 utterances; dropped 1" in r.stderr
+    assert "1 whitespace in its utt2spk entry (ids cannot contain whitespace): 'b'" in r.stderr
+    r = subprocess.run([sys.executable, DATA_DIR_PY, "validate", str(d)], capture_output=True, text=True)
+    assert r.returncode == 0 and "is valid (2 utterances)" in r.stderr, r.stderr
+
+
 def test_cli_reports_problems_with_exit_code(tmp_path):
     d = make_dir(tmp_path / "d")
     write(d, "utt2spk", ["a-1 a", "b-1 b", "a-2 a", "b-2 b"])

@@ -9,7 +9,16 @@ import time
 
 import pytest
 
-from espnet_ext.recipe.runner import REPO_ROOT, Request, SlurmConfig, UsageError, _job_script, log_status, parse_args
+from espnet_ext.recipe.runner import (
+    REPO_ROOT,
+    Request,
+    SlurmConfig,
+    UsageError,
+    _job_script,
+    first_error,
+    log_status,
+    parse_args,
+)
 
 RUN = str(REPO_ROOT / "utils" / "run.py")
 
@@ -74,6 +83,39 @@ def test_failed_job_fails_the_run_and_names_its_log(tmp_path):
         assert f"t.{i}.log" not in r.stderr.replace("exp/log/t.3.log", "")
         assert log_status(tmp_path / f"exp/log/t.{i}.log") == 0
     assert log_status(tmp_path / "exp/log/t.3.log") == 1
+
+
+def test_failed_job_shows_the_first_python_error_of_its_log(tmp_path):
+    """A launcher's log ends with its own traceback and many lines after the one that matters
+    (a rank's TypeError): the first error is shown, whole, before the last lines."""
+    script = tmp_path / "train.py"
+    script.write_text("def build(conf):\n    return dict(**conf, **conf)\n\n"
+                      "build({'encoder_conf': 1})\n")
+    cmd = (f"{sys.executable} {script}; for i in $(seq 30); do echo launcher line $i; done; "
+           f"{sys.executable} -c 'raise RuntimeError(\"ChildFailedError\")'")
+    r = run(["exp/train.log", cmd], tmp_path)
+    assert r.returncode == 1
+    first = r.stderr.index("first error in exp/train.log:")
+    assert r.stderr.index("TypeError: dict() got multiple values for keyword argument 'encoder_conf'") > first
+    assert 'line 2, in build' in r.stderr  # the frame that raised
+    assert r.stderr.index("last lines of exp/train.log") > r.stderr.index("TypeError")
+
+
+def test_first_error_reads_rank_prefixed_tracebacks(tmp_path):
+    log = tmp_path / "train.log"
+    log.write_text("\n".join([
+        "# python -m torch.distributed.run --nproc_per_node 2 ...", "W1204 some warning",
+        "[rank1]: Traceback (most recent call last):",
+        '[rank1]:   File "train.py", line 9, in <module>',
+        "[rank1]:     main()",
+        "[rank1]: TypeError: __init__() got an unexpected keyword argument 'output_siz'",
+        "Traceback (most recent call last):",
+        "torch.distributed.elastic.multiprocessing.errors.ChildFailedError: ", ""]))
+    assert first_error(str(log)) == "\n".join([
+        "Traceback (most recent call last):", '  File "train.py", line 9, in <module>',
+        "    main()", "TypeError: __init__() got an unexpected keyword argument 'output_siz'"])
+    log.write_text("no traceback here\n")
+    assert first_error(str(log)) == ""
 
 
 def test_single_job_and_separate_words_with_pipe(tmp_path):
