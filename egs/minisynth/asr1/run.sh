@@ -27,11 +27,9 @@ help_message="Usage: ./run.sh [options]; every other option goes to ./asr.sh (./
 
 # data/ holds one corpus (local/data.sh records its preset): refuse to mix the --fast and the
 # default preset (or two seeds).
-if [ -f data/.done.data_prep ] && [ -f data/.minisynth_preset ] \
-        && [ "$(cat data/.minisynth_preset)" != "fast=${fast} seed=${seed}" ]; then
-    echo "run.sh: data/ holds the corpus '$(cat data/.minisynth_preset)', not 'fast=${fast} seed=${seed}':" \
-         "remove data/ dump/ exp/ first (or run in a copy of the recipe)" >&2
-    exit 2
+held=$(cat data/.minisynth_preset 2> /dev/null || true); preset="fast=${fast} seed=${seed}"
+if [ -f data/.done.data_prep ] && [ -n "${held}" ] && [ "${held}" != "${preset}" ]; then
+    echo "run.sh: data/ holds the corpus '${held}', not '${preset}': remove data/ dump/ exp/ first (or run in a copy of the recipe)" >&2; exit 2
 fi
 sfx=; "${fast}" && sfx=_fast
 # Weight grid a CPU affords: 3 x 3 pairs per method on 30 utterances of each dev set
