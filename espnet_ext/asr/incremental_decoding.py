@@ -162,7 +162,7 @@ def _self_attention_step(att, x: torch.Tensor, cache: Optional[Tuple[torch.Tenso
     return att.forward_attention(v, scores, None), (k, v)
 
 
-def _memory_attention_step(att, x: torch.Tensor, mem_k, mem_v, mem_mask, layout: Layout):
+def _memory_attention_step(x: torch.Tensor, att, mem_k, mem_v, mem_mask, layout: Layout):
     """Cross-attention of x (n, 1, d) to its utterance's projected memory (A, h, T, d_k): queries
     are placed in the dense (A, k) slot layout so that every utterance's memory is used as is."""
     A, k = layout.active.numel(), layout.k
@@ -173,6 +173,23 @@ def _memory_attention_step(att, x: torch.Tensor, mem_k, mem_v, mem_mask, layout:
     scores = torch.matmul(dense, mem_k.transpose(-2, -1)) / math.sqrt(att.d_k)  # (A, h, k, T)
     out = att.forward_attention(mem_v, scores, mem_mask)  # (A, k, d)
     return out.reshape(A * k, -1)[layout.slots].unsqueeze(1)
+
+
+def _self_attention_block(layer, x: torch.Tensor, cache):
+    """The self-attention sub-layer of an ESPnet decoder layer for one new position, with its
+    residual and pre/post norm: (output, new key/value cache)."""
+    h = layer.norm1(x) if layer.normalize_before else x
+    att_out, kv = _self_attention_step(layer.self_attn, h, cache)
+    x = x + layer.dropout(att_out)
+    return (x if layer.normalize_before else layer.norm1(x)), kv
+
+
+def _residual_block(layer, norm, x: torch.Tensor, fn, *args) -> torch.Tensor:
+    """Another sub-layer of an ESPnet decoder layer: x + dropout(fn(norm(x), *args)) with
+    pre-norm, norm(x + dropout(fn(x, *args))) with post-norm."""
+    h = norm(x) if layer.normalize_before else x
+    x = x + layer.dropout(fn(h, *args))
+    return x if layer.normalize_before else norm(x)
 
 
 def _plain_mha(att) -> bool:
@@ -234,23 +251,11 @@ class CachedTransformerDecoderScorer(_CachedBase):
         x = dec.embed(ys)[:, -1:]  # position-wise embedding + positional encoding
         new_state = []
         for i, layer in enumerate(dec.decoders):
-            residual = x
-            h = layer.norm1(x) if layer.normalize_before else x
-            att_out, kv = _self_attention_step(layer.self_attn, h, None if state is None else state[i])
+            x, kv = _self_attention_block(layer, x, None if state is None else state[i])
             new_state.append(kv)
-            x = residual + layer.dropout(att_out)
-            if not layer.normalize_before:
-                x = layer.norm1(x)
-            residual = x
-            h = layer.norm2(x) if layer.normalize_before else x
-            x = residual + layer.dropout(_memory_attention_step(layer.src_attn, h, *mem[i], mem_mask, layout))
-            if not layer.normalize_before:
-                x = layer.norm2(x)
-            residual = x
-            h = layer.norm3(x) if layer.normalize_before else x
-            x = residual + layer.dropout(layer.feed_forward(h))
-            if not layer.normalize_before:
-                x = layer.norm3(x)
+            x = _residual_block(layer, layer.norm2, x, _memory_attention_step, layer.src_attn, *mem[i],
+                                mem_mask, layout)
+            x = _residual_block(layer, layer.norm3, x, layer.feed_forward)
         y = dec.after_norm(x[:, -1]) if dec.normalize_before else x[:, -1]
         return torch.log_softmax(dec.output_layer(y), dim=-1), new_state
 
@@ -294,18 +299,9 @@ class CachedCIFDecoderScorer(_CachedBase):
         x = dec.pos_enc(torch.nn.functional.pad(x, (0, 0, i, 0)))[:, -1:]
         new_state = []
         for j, layer in enumerate(dec.decoders):
-            residual = x
-            h = layer.norm1(x) if layer.normalize_before else x
-            att_out, kv = _self_attention_step(layer.self_attn, h, None if state is None else state[j])
+            x, kv = _self_attention_block(layer, x, None if state is None else state[j])
             new_state.append(kv)
-            x = residual + layer.dropout(att_out)
-            if not layer.normalize_before:
-                x = layer.norm1(x)
-            residual = x
-            h = layer.norm2(x) if layer.normalize_before else x
-            x = residual + layer.dropout(layer.feed_forward(h))
-            if not layer.normalize_before:
-                x = layer.norm2(x)
+            x = _residual_block(layer, layer.norm2, x, layer.feed_forward)
         logits, _ = dec._outputs(x[:, -1], c_cur)
         return torch.log_softmax(logits.float(), dim=-1).to(logits.dtype), new_state
 

@@ -3,12 +3,15 @@
 # Stages and options: ./asr.sh --help (help_message and the option block below).
 #
 # Conventions of every stage:
-#   - a step is done when its done marker <output dir>/.done.<step> holds: written after the step
-#     succeeded, it records the step's inputs (content of lists and configs; size and time of
-#     audio files and checkpoints) and outputs (size and time), and a step whose inputs or outputs
-#     changed since (a replaced recording, a truncated ark, a deleted hypothesis file) is said and
-#     redone with its old outputs removed first (espnet_ext.recipe.done_marker); delete the marker
-#     (or the output dir) to redo a step by hand;
+#   - a step is done when its done marker <output dir>/.done.<step>, written after the step
+#     succeeded, holds. The markers of the steps whose files change under a finished pipeline
+#     (features and length filter, decodings, scores, the Table-3 jobs) record the step's inputs
+#     (content of lists and configs; size and time of audio files and checkpoints) and outputs
+#     (size and time): when one changed since (a replaced recording, a truncated ark, a deleted
+#     hypothesis file) this is said and the step redone with its old outputs removed first
+#     (espnet_ext.recipe.done_marker: is_done/mark_done). The other markers hold while they exist
+#     (trainings resume from ESPnet's own checkpoints). Delete a marker (or the output dir) to redo
+#     a step by hand;
 #   - one row per stage and config/tag is appended to ${expdir}/stage_times.tsv: stage, name,
 #     tag, wall s, CPU s (user+sys of every process the step waited for), load average, date and
 #     ran|skipped (RESULTS.md keeps, per stage and tag, the latest row that did work);
@@ -364,6 +367,16 @@ num_lines() { wc -l < "$1" | tr -d ' '; }
 is_done() { "${python}" -m espnet_ext.recipe.bin.done_marker check "$@"; }
 # mark_done MARKER [--inputs F...] [--audio_of WAV_SCP...] [--outputs F...] [--exists F...] [--options S]
 mark_done() { "${python}" -m espnet_ext.recipe.bin.done_marker write "$@"; }
+# aggregate_stats LOGDIR NJ OUT_DIR TOKEN_TYPE: ESPnet's sum of the statistics jobs' LOGDIR/stats.*,
+# and the token shape files the trainers read (text_shape.TOKEN_TYPE: length,vocabulary size).
+aggregate_stats() {
+    local dirs=() i s
+    for i in $(seq "$2"); do dirs+=(--input_dir "$1/stats.${i}"); done
+    "${python}" -m espnet2.bin.aggregate_stats_dirs "${dirs[@]}" --output_dir "$3"
+    for s in train valid; do
+        awk -v v="$(_vocab_size)" '{ print $0 "," v }' "$3/${s}/text_shape" > "$3/${s}/text_shape.$4"
+    done
+}
 # split FILE N OUT_PREFIX: OUT_PREFIX.{1..N}.scp
 split_keys() {
     local outs=() i
@@ -579,13 +592,7 @@ if begin_stage 6 "LM statistics" "${lm_tag}"; then
                 --train_shape_file "${_logdir}/train.JOB.scp" \
                 --valid_shape_file "${_logdir}/dev.JOB.scp" \
                 --output_dir "${_logdir}/stats.JOB" --config "${lm_config}" ${lm_args}
-        _dirs=()
-        for i in $(seq "${_nj}"); do _dirs+=(--input_dir "${_logdir}/stats.${i}"); done
-        "${python}" -m espnet2.bin.aggregate_stats_dirs "${_dirs[@]}" --output_dir "${lm_stats_dir}"
-        for s in train valid; do
-            awk -v v="$(_vocab_size)" '{ print $0 "," v }' "${lm_stats_dir}/${s}/text_shape" \
-                > "${lm_stats_dir}/${s}/text_shape.${lm_token_type}"
-        done
+        aggregate_stats "${_logdir}" "${_nj}" "${lm_stats_dir}" "${lm_token_type}"
         touch "${lm_stats_dir}/.done.stats"
         did_work
     fi
@@ -734,13 +741,7 @@ if begin_stage 10 "ASR statistics" "${token_tag}"; then
                 --train_shape_file "${_logdir}/train.JOB.scp" \
                 --valid_shape_file "${_logdir}/valid.JOB.scp" \
                 --output_dir "${_logdir}/stats.JOB" --config "${asr_config}" ${asr_args}
-        _dirs=()
-        for i in $(seq "${_nj}"); do _dirs+=(--input_dir "${_logdir}/stats.${i}"); done
-        "${python}" -m espnet2.bin.aggregate_stats_dirs "${_dirs[@]}" --output_dir "${asr_stats_dir}"
-        for s in train valid; do
-            awk -v v="$(_vocab_size)" '{ print $0 "," v }' "${asr_stats_dir}/${s}/text_shape" \
-                > "${asr_stats_dir}/${s}/text_shape.${token_type}"
-        done
+        aggregate_stats "${_logdir}" "${_nj}" "${asr_stats_dir}" "${token_type}"
         touch "${asr_stats_dir}/.done.stats"
         did_work
     fi

@@ -21,6 +21,8 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Tuple
 
+from espnet_ext.utils.kaldi_table import write_table
+
 SETS = ("train", "dev", "test")
 TRANSCRIPT = Path("transcript") / "aishell_transcript_v0.8.txt"
 logger = logging.getLogger("prepare_aishell")
@@ -61,14 +63,6 @@ def scan_wavs(wav_dir: Path) -> Dict[str, Tuple[str, Path]]:
             raise CorpusError(f"utterance {utt} occurs twice: {out[utt][1]} and {wav}")
         out[utt] = (spk, wav.resolve())
     return out
-
-
-def write_table(path: Path, rows: List[Tuple[str, str]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for key, value in rows:
-            f.write(f"{key} {value}\n")
-    tmp.replace(path)
 
 
 def prepare(corpus_dir: Path, data_dir: Path, sets=SETS) -> Dict[str, Dict[str, int]]:

@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Tuple
 
+from espnet_ext.utils.kaldi_table import write_table
+
 logger = logging.getLogger("prepare_librispeech")
 
 
@@ -39,14 +41,6 @@ def read_speakers(path: Path) -> Dict[str, str]:
         if len(fields) >= 2 and fields[1].upper() in ("M", "F"):
             out[fields[0]] = fields[1].lower()
     return out
-
-
-def write_table(path: Path, rows: List[Tuple[str, str]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for key, value in rows:
-            f.write(f"{key} {value}\n")
-    tmp.replace(path)
 
 
 def prepare_part(part_dir: Path, data_dir: Path) -> Dict[str, int]:
