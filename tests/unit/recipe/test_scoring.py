@@ -83,6 +83,7 @@ def test_refuses_empty_hypothesis_file(wer_case, tmp_path):
 
 def test_refuses_incomplete_hypothesis_file(wer_case, tmp_path, capsys):
     ref, hyp, utt2spk = wer_case
+    score(ref, hyp, utt2spk, "word", tmp_path / "s")  # an earlier, complete scoring
     partial = write(tmp_path / "partial", ["u1 the cat sat on mat"])
     with pytest.raises(ScoringError, match=r"lacks 1 of 2 reference utterances \(u2\)"):
         score(ref, partial, utt2spk, "word", tmp_path / "s")
@@ -92,6 +93,10 @@ def test_refuses_incomplete_hypothesis_file(wer_case, tmp_path, capsys):
     rc = score_sclite.main(["--ref", str(ref), "--hyp", str(partial), "--score_type", "wer",
                             "--output_dir", str(tmp_path / "s")])
     assert rc == 1 and "refusing to score" in capsys.readouterr().err
+    # A refused scoring leaves none of the earlier results for a collector to report.
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == []
+    with pytest.raises(ScoringError, match=f"hypothesis file {tmp_path / 'gone'} does not exist"):
+        score(ref, tmp_path / "gone", utt2spk, "word", tmp_path / "s")
 
 
 def test_find_sclite_is_the_debian_binary():
