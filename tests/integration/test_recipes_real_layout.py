@@ -103,6 +103,7 @@ class RecipeProcess:
     def __init__(self, workdir: Path, steps: List[Tuple[str, List[str]]],
                  corpus: FakeCorpus = None):
         self.workdir, self.corpus, self.steps = workdir, corpus, [name for name, _ in steps]
+        self.base_args: List[str] = []  # run.sh options of the first step
         script = ["set -u"]
         for name, args in steps:
             script.append(f"t0=$(date +%s); ./run.sh {shlex.join(args)} > {name}.log 2>&1; "
@@ -187,7 +188,9 @@ def start_aishell(root: Path, ilm: bool) -> RecipeProcess:
                                      "--ilm_cross_text", str(cross_text), "--ilm_cross_valid_set", "dev",
                                      "--ilm_cross_test_sets", "test"]
                       + (["--las_config", "conf/train_las_tiny.yaml"] if WITH_LAS else [])))
-    return RecipeProcess(work, steps, corpus)
+    proc = RecipeProcess(work, steps, corpus)
+    proc.base_args = base
+    return proc
 
 
 LIBRISPEECH_ASR = "exp/asr_train_asr_cif_librispeech_toy_hugging_face"
@@ -224,7 +227,7 @@ def recipe_processes(request, recipe_tmp) -> Dict[str, RecipeProcess]:
     needed = {name for item in request.session.items for name in item.fixturenames}
     procs = {}
     try:
-        if needed & {"aishell_run", "aishell_ilm_run"}:
+        if needed & {"aishell_run", "aishell_ilm_run", "aishell_finished"}:
             procs["aishell"] = start_aishell(recipe_tmp, WITH_ILM and "aishell_ilm_run" in needed)
         if needed & {"librispeech_run", "librispeech_hkd_run", "librispeech_ilm_run"}:
             procs["librispeech"] = start_librispeech(recipe_tmp, "librispeech_hkd_run" in needed,
@@ -248,6 +251,14 @@ def librispeech_run(recipe_processes) -> RecipeRun:
 @pytest.fixture(scope="session")
 def librispeech_hkd_run(recipe_processes) -> RecipeRun:
     return recipe_processes["librispeech"].wait("hkd")
+
+
+@pytest.fixture(scope="session")
+def aishell_finished(recipe_processes) -> Tuple[RecipeRun, List[str]]:
+    """The AISHELL-1 run after its last step (nothing else runs in its directory any more),
+    and the run.sh options of its baseline."""
+    proc = recipe_processes["aishell"]
+    return proc.wait(proc.steps[-1]), proc.base_args
 
 
 @pytest.fixture(scope="session")
@@ -727,6 +738,68 @@ def test_librispeech_ilm_wordpieces(librispeech_ilm_run):
     assert conf["train_data_path_and_name_and_type"] == [
         [str((pieces / "data/train_960/text").relative_to(work)), "text", "text"]]
     print(f"LibriSpeech --ilm true: {librispeech_ilm_run.seconds:.0f} s")
+
+
+# ------------------------------------------------------------- stale state and failed steps
+
+def _run_sh(work: Path, args: List[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(["./run.sh", *args], cwd=work, capture_output=True, text=True,
+                          timeout=900)
+
+
+def test_deleted_or_cut_hypotheses_are_redone_and_never_scored(aishell_finished):
+    """The decoding's done marker vouches for its hypothesis file: a deleted ``text`` is decoded
+    again by stage 14; a hypothesis file cut short makes stage 15 refuse, with the earlier score
+    removed, so RESULTS.md cannot report it; stage 14 then redoes the decoding."""
+    run, base = aishell_finished
+    run.check()
+    work = run.workdir
+    (tag,) = [t for t in decode_dirs(work) if "_lm_" not in t]
+    d = decode_dirs(work)[tag] / "test"
+    rel = d.relative_to(work)
+    hyps = (d / "text").read_bytes()
+    row = results_rows(work)[f"{tag}/test"]
+
+    (d / "text").unlink()
+    r = _run_sh(work, base + ["--stage", "14", "--stop_stage", "15"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"{rel}/.done.decode no longer holds: output {rel}/text is missing; redoing" in r.stderr
+    assert (d / "text").read_bytes() == hyps  # the same model decodes the same hypotheses
+    assert (d / "score_cer" / "result.txt").is_file()
+
+    lines = hyps.decode().splitlines(keepends=True)
+    (d / "text").write_text("".join(lines[:-1]), encoding="utf-8")  # one hypothesis lost
+    r = _run_sh(work, base + ["--stage", "15", "--stop_stage", "16"])
+    assert r.returncode != 0
+    assert f"{rel} has no complete decoding (output {rel}/text changed size" in r.stderr
+    assert "run stage 14 first" in r.stderr
+    assert not (d / "score_cer").exists()
+    r = _run_sh(work, base + ["--stage", "16"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"{tag}/test" not in results_rows(work) and f"{tag}/dev" in results_rows(work)
+
+    r = _run_sh(work, base + ["--stage", "14", "--stop_stage", "16"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (d / "text").read_bytes() == hyps
+    assert results_rows(work)[f"{tag}/test"] == row
+
+
+def test_failed_training_shows_the_first_error_of_the_failed_rank(aishell_finished, recipe_tmp):
+    """A typo in a nested key of the ASR config, in two-process CPU training (torchrun): the
+    stage's output shows the rank's TypeError naming the key, not only torchrun's footer."""
+    run, base = aishell_finished
+    run.check()
+    conf = yaml.safe_load((recipe_tmp / "train_asr_cif_tiny.yaml").read_text())
+    conf["encoder_conf"]["output_siz"] = conf["encoder_conf"].pop("output_size")
+    bad = recipe_tmp / "train_asr_cif_typo.yaml"
+    bad.write_text(yaml.safe_dump(conf, sort_keys=False))
+    r = _run_sh(run.workdir, base + ["--asr_config", str(bad), "--stage", "11", "--stop_stage", "11",
+                                     "--train_cpu_procs", "2"])
+    assert r.returncode != 0
+    first = r.stderr.index("first error in exp/asr_train_asr_cif_typo_char/train.log:")
+    error = re.search(r"^TypeError: .*'output_siz'.*$", r.stderr[first:], re.M)
+    assert error, r.stderr[-4000:]
+    assert "last lines of exp/asr_train_asr_cif_typo_char/train.log" in r.stderr[first + error.end():]
 
 
 # ------------------------------------------------------------------------------ error messages
