@@ -9,9 +9,11 @@ Works for the CIF model (``cif_encode``: N fires give N decoder steps, the last 
 scored ``<eos>``, as training aligns the (L+1)-th integrated vector with EOS) and for stock ESPnet
 attention encoder-decoder models (free length, ESPnet's maxlenratio/minlenratio/end detection).
 Utterances are sorted by length and decoded ``--batch_size`` at a time with
-:class:`UtteranceBatchBeamSearch`. Output is ESPnet's layout
-``<output_dir>/<n>best_recog/{text,token,token_int,score}`` sorted by utterance id, with the
-score as a plain float; the log ends with the decoding speed (RTF, audio seconds per second).
+:class:`UtteranceBatchBeamSearch`. Inputs longer than ``--max_segment_seconds`` are cut in their
+quietest places (:mod:`espnet_ext.asr.segmentation`) into segments that are batched and decoded
+like utterances and joined again, so memory does not grow with the recording's length. Output is
+ESPnet's layout ``<output_dir>/<n>best_recog/{text,token,token_int,score}`` sorted by utterance
+id, with the score as a plain float; the log ends with the decoding speed (RTF, audio seconds per second).
 
 Extension points: :func:`build_scorers` decides which scorers enter the search (decoder, LM,
 length bonus); an internal-LM estimator adds its own arguments to :func:`get_parser` and its
@@ -22,10 +24,11 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import humanfriendly
 import torch
+from espnet.nets.beam_search import Hypothesis
 from espnet.nets.scorer_interface import ScorerInterface
 from espnet2.utils import config_argparse
 from espnet2.utils.types import str2bool, str2triple_str, str_or_none
@@ -33,12 +36,14 @@ from tqdm import tqdm
 
 import espnet_ext  # noqa: F401  (registers the CIF model in ESPnet's task registries)
 from espnet_ext.asr.cif import tokens_before_eos
+from espnet_ext.asr.segmentation import frame_energy, segment_bounds, split_points
 from espnet_ext.asr.utterance_batch_beam_search import UtteranceBatchBeamSearch
 from espnet_ext.utils.kaldi_table import iter_table
 
 logger = logging.getLogger("espnet_ext.asr_inference")
 
 Result = Tuple[Optional[str], List[str], List[int], object]  # text, tokens, token ids, Hypothesis
+Item = Union[str, Tuple[str, int, int]]  # an utterance id, or (id, start, end) of one of its segments
 
 
 def get_parser() -> config_argparse.ArgumentParser:
@@ -60,7 +65,15 @@ def get_parser() -> config_argparse.ArgumentParser:
     group.add_argument("--key_file", type=str_or_none, help="decode only these utterance ids")
     group.add_argument("--allow_variable_data_keys", type=str2bool, default=False)
     group.add_argument("--frame_shift", type=float, default=0.01,
-                       help="seconds per frame of 2-D (frames x dims) inputs, for the speed log")
+                       help="seconds per frame of 2-D (frames x dims) inputs, for the speed log "
+                            "and --max_segment_seconds")
+    group.add_argument("--max_segment_seconds", type=float, default=30.0,
+                       help="inputs longer than this are cut into segments of at most this length "
+                            "in their quietest places near the limit (lowest mean feature value, "
+                            "or short-time energy for waveforms), decoded as separate items and "
+                            "joined (tokens concatenated, scores summed; 1-best only): peak memory "
+                            "then grows with batch_size x this, not with the recording's length. "
+                            "0: never cut (memory grows with the longest recording)")
 
     group = parser.add_argument_group("Models")
     group.add_argument("--asr_train_config", type=str, required=True)
@@ -273,6 +286,22 @@ class BatchSpeech2Text:
                                  minlenratio=self.minlenratio, nbest=self.nbest)
         return [[self._to_result(h) for h in hyps] for hyps in nbest]
 
+    def join_segments(self, nbests: Sequence[List[Result]]) -> List[Result]:
+        """One utterance's 1-best from its segments' (in order): the token ids concatenated, the
+        text converted from the joined tokens, the scores summed. Segments without a hypothesis
+        contribute nothing; none at all gives no hypothesis."""
+        best = [nbest[0] for nbest in nbests if nbest]
+        if not best:
+            return []
+        token_int = [t for r in best for t in r[2]]
+        token = self.converter.ids2tokens(token_int)
+        text = self.tokenizer.tokens2text(token) if self.tokenizer is not None else None
+        hyps = [r[3] for r in best]
+        yseq = torch.cat([hyps[0].yseq[:1]] + [h.yseq[1:-1] for h in hyps] + [hyps[0].yseq[-1:]])
+        hyp = Hypothesis(yseq=yseq, score=sum(float(h.score) for h in hyps),
+                         scores={n: sum(float(h.scores[n]) for h in hyps) for n in hyps[0].scores})
+        return [(text, token, token_int, hyp)]
+
     def _to_result(self, hyp) -> Result:
         token_int = hyp.yseq[1:-1].tolist()  # strip <sos> and the final <eos>
         token_int = [t for t in token_int if t != 0]  # blank, as ESPnet's Speech2Text
@@ -306,14 +335,24 @@ def utterance_lengths(dataset, keys: Sequence[str], speech_path: str, loader_typ
 
 
 class _UttErrors(torch.utils.data.Dataset):
-    """Re-raises loading errors with the utterance id and the data files."""
+    """Loads an item (utterance, or segment of one: its speech sliced); re-raises loading errors
+    with the utterance id and the data files. Keeps the last utterance, whose other segments
+    usually follow."""
 
     def __init__(self, dataset):
         self.dataset = dataset
+        self._last = None
 
-    def __getitem__(self, uid):
+    def __getitem__(self, item: Item):
+        uid = item if isinstance(item, str) else item[0]
         try:
-            return self.dataset[uid]
+            if isinstance(item, str):
+                return self.dataset[uid]
+            if self._last is None or self._last[0] != uid:
+                self._last = self.dataset[uid]
+            data = dict(self._last[1])
+            data["speech"] = data["speech"][item[1]:item[2]]
+            return _item_id(item), data
         except Exception as e:
             raise RuntimeError(f"cannot load utterance {uid!r} from {self.dataset.debug_info}: {e}") from e
 
@@ -321,12 +360,62 @@ class _UttErrors(torch.utils.data.Dataset):
         return 0
 
 
+def _item_id(item: Item) -> str:
+    """The item's name in a batch: the utterance id, or "<id> <start>:<end>" for a segment (ids
+    hold no spaces)."""
+    return item if isinstance(item, str) else f"{item[0]} {item[1]}:{item[2]}"
+
+
+def _units_per_second(features: bool, args, asr_train_args) -> float:
+    """Frames (2-D feature inputs, ``--frame_shift``) or samples (waveforms, the model's fs)."""
+    if features:
+        return 1.0 / args.frame_shift
+    fs = (getattr(asr_train_args, "frontend_conf", None) or {}).get("fs", 16000)
+    return float(humanfriendly.parse_size(fs) if isinstance(fs, str) else fs)
+
+
 def _audio_seconds(speech_lengths: torch.Tensor, speech_dim: int, args, asr_train_args) -> float:
     if speech_dim == 3:  # (B, frames, dims): precomputed features
         return float(speech_lengths.sum()) * args.frame_shift
-    fs = (getattr(asr_train_args, "frontend_conf", None) or {}).get("fs", 16000)
-    fs = humanfriendly.parse_size(fs) if isinstance(fs, str) else fs
-    return float(speech_lengths.sum()) / float(fs)
+    return float(speech_lengths.sum()) / _units_per_second(False, args, asr_train_args)
+
+
+def plan_segments(dataset, keys: Sequence[str], lengths: Dict[str, int], args,
+                  asr_train_args) -> Tuple[Dict[Item, int], Dict[str, List[Item]]]:
+    """Items to decode and their lengths, and each utterance's items in order.
+
+    An utterance longer than ``--max_segment_seconds`` (in its own units: a 2-D input counts
+    frames, a waveform samples) is read once here and cut by :mod:`espnet_ext.asr.segmentation`
+    into (id, start, end) items; every other utterance is its own item (its id). One INFO line
+    per cut utterance names it, its length and its segments.
+    """
+    items: Dict[Item, int] = {uid: lengths[uid] for uid in keys}
+    parts: Dict[str, List[Item]] = {uid: [uid] for uid in keys}
+    limit_s = args.max_segment_seconds
+    if limit_s <= 0 or not keys or max(lengths[k] for k in keys) <= limit_s * min(
+            _units_per_second(f, args, asr_train_args) for f in (True, False)):
+        return items, parts  # nothing can be long: skip reading an input for its units
+    # One input's dimensions tell the units of all (as ESPnet's collate assumes one format).
+    features = dataset[keys[0]][1]["speech"].ndim == 2
+    per_s = _units_per_second(features, args, asr_train_args)
+    max_len = int(limit_s * per_s)
+    if max_len < 1:
+        raise ValueError(f"--max_segment_seconds {limit_s:g} is shorter than one input frame/sample")
+    for uid in (k for k in keys if lengths[k] > max_len):
+        speech = dataset[uid][1]["speech"]
+        if len(speech) <= max_len:  # the length table was off; decode it whole
+            continue
+        hop = 1 if features else max(1, round(per_s * 0.01))
+        points = split_points(frame_energy(speech, hop), hop, len(speech), max_len)
+        parts[uid] = [(uid, start, end) for start, end in segment_bounds(points, len(speech))]
+        del items[uid]
+        items.update({item: item[2] - item[1] for item in parts[uid]})
+        shown = ", ".join(map(str, points[:20])) + (", ..." if len(points) > 20 else "")
+        logger.info(f"utterance {uid}: {len(speech) / per_s:.2f} s is longer than "
+                    f"--max_segment_seconds {limit_s:g}: decoding {len(parts[uid])} segments, cut at "
+                    f"{'frames' if features else 'samples'} {shown}")
+        del speech
+    return items, parts
 
 
 def inference(args: argparse.Namespace, build_scorers: Callable = build_scorers) -> Dict[str, float]:
@@ -370,7 +459,10 @@ def inference(args: argparse.Namespace, build_scorers: Callable = build_scorers)
             raise KeyError(f"{len(missing)} utterance(s) of {args.key_file} not in {speech[0][0]}: "
                            f"{', '.join(missing[:10])}")
         lengths = utterance_lengths(dataset, keys, speech[0][0], speech[0][2])
-        order = sorted(keys, key=lambda k: (-lengths[k], k))
+        items, parts = plan_segments(dataset, keys, lengths, args, s2t.asr_train_args)
+        item_of = {item: item if isinstance(item, str) else item[0] for item in items}
+        item_by_id = {_item_id(item): item for item in items}
+        order = sorted(items, key=lambda it: (-items[it], item_of[it], 0 if isinstance(it, str) else it[1]))
         batches = [order[i:i + args.batch_size] for i in range(0, len(order), args.batch_size)]
         loader = torch.utils.data.DataLoader(
             _UttErrors(dataset), batch_sampler=batches, num_workers=args.num_workers,
@@ -378,15 +470,43 @@ def inference(args: argparse.Namespace, build_scorers: Callable = build_scorers)
         )
 
         results: Dict[str, List[Result]] = {}
+        pending: Dict[Item, List[Result]] = {}  # decoded segments of utterances not yet complete
         audio_s = 0.0
         t0 = time.perf_counter()
         with tqdm(total=len(keys), desc="decoding", unit="utt", mininterval=5) as progress:
-            for i, (uttids, batch) in enumerate(loader, 1):
+            for i, (batch_ids, batch) in enumerate(loader, 1):
                 audio_s += _audio_seconds(batch["speech_lengths"], batch["speech"].dim(), args,
                                           s2t.asr_train_args)
-                for uid, nbest in zip(uttids, s2t(batch["speech"], batch["speech_lengths"])):
-                    results[uid] = nbest
-                progress.update(len(uttids))
+                done = 0
+                try:
+                    nbests = s2t(batch["speech"], batch["speech_lengths"])
+                except (MemoryError, RuntimeError) as e:
+                    if not isinstance(e, MemoryError) and "memory" not in str(e):
+                        raise
+                    longest = _audio_seconds(batch["speech_lengths"].max()[None], batch["speech"].dim(),
+                                             args, s2t.asr_train_args)
+                    raise MemoryError(
+                        f"batch {i}/{len(batches)} ({len(batch_ids)} item(s): {', '.join(batch_ids[:10])}; "
+                        f"longest {longest:.1f} s) ran out of memory: {str(e)[:300]}. Lower "
+                        f"--max_segment_seconds (now {args.max_segment_seconds:g}; 0 never cuts "
+                        f"long inputs) or --batch_size (now {args.batch_size})") from e
+                for item_id, nbest in zip(batch_ids, nbests):
+                    item = item_by_id[item_id]
+                    uid = item_of[item]
+                    if isinstance(item, str):
+                        results[uid] = nbest
+                        done += 1
+                        continue
+                    pending[item] = nbest
+                    if all(p in pending for p in parts[uid]):
+                        segs = [pending.pop(p) for p in parts[uid]]
+                        empty = [j for j, nb in enumerate(segs, 1) if not nb]
+                        if empty:
+                            logger.warning(f"utterance {uid}: segment(s) {empty} of {len(segs)} "
+                                           f"without any hypothesis; joined without them")
+                        results[uid] = s2t.join_segments(segs)
+                        done += 1
+                progress.update(done)
                 # One line per batch: progress in the job log (and evidence for resume tests).
                 logger.info(f"batch {i}/{len(batches)} decoded: {len(results)}/{len(keys)} utterances")
         wall = time.perf_counter() - t0
