@@ -26,10 +26,11 @@ def asr_sh(recipe: Path, backend: str, *args):
 
 
 def tree(root: Path):
-    """Relative paths of the files that make up the stage's output (logs and Slurm's own
-    files excluded)."""
+    """Relative paths of the files that make up the stage's output (logs, Slurm's own files and
+    the done markers, which record the files' times, excluded)."""
     return sorted(str(p.relative_to(root)) for p in root.rglob("*")
-                  if p.is_file() and "/log/" not in f"/{p.relative_to(root)}")
+                  if p.is_file() and "/log/" not in f"/{p.relative_to(root)}"
+                  and ".done" not in p.name)
 
 
 def test_fbank_stage_on_slurm_equals_local(speech_corpus, slurm_cluster, tmp_path):  # noqa: F811
@@ -41,7 +42,7 @@ def test_fbank_stage_on_slurm_equals_local(speech_corpus, slurm_cluster, tmp_pat
     assert r.returncode == 0, r.stderr[-3000:]
     # One array job of 4 tasks: Slurm wrote one output file per array task, and our logs sit
     # at the same paths as with the local backend.
-    logdir = slurm / "dump" / "fbank" / "log"
+    logdir = slurm / "dump" / "fbank" / "log" / "train+dev+test"  # the sets of this run
     assert sorted(p.name for p in (logdir / "q").glob("*.slurm")) == \
         [f"fbank.{i}.log.slurm" for i in range(1, 5)]
     for i in range(1, 5):
@@ -65,10 +66,11 @@ def test_failing_array_task_fails_the_stage_naming_its_log(speech_corpus, slurm_
     wav.write_text("\n".join(lines) + "\n")
     r = asr_sh(recipe, "slurm", "--stage", "3")
     assert r.returncode != 0
-    assert "job 4 failed (exit code 1); log: dump/fbank/log/fbank.4.log" in r.stderr
-    assert f"utterance '{bad_utt}'" in (recipe / "dump/fbank/log/fbank.4.log").read_text()
+    logs = "dump/fbank/log/train+dev+test"
+    assert f"job 4 failed (exit code 1); log: {logs}/fbank.4.log" in r.stderr
+    assert f"utterance '{bad_utt}'" in (recipe / logs / "fbank.4.log").read_text()
     for i in (1, 2, 3):
-        assert log_status(recipe / f"dump/fbank/log/fbank.{i}.log") == 0
+        assert log_status(recipe / logs / f"fbank.{i}.log") == 0
 
 
 def test_runner_options_reach_the_array_tasks(slurm_cluster, tmp_path):  # noqa: F811
