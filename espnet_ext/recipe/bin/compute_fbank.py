@@ -6,7 +6,7 @@ did not change since they were completed are skipped. See :mod:`espnet_ext.recip
     python -m espnet_ext.recipe.bin.compute_fbank --wav_scp data/x/split4utt/1/wav.scp \
         --ark dump/fbank/x/data/feats.1.ark --scp dump/fbank/x/data/feats.1.scp \
         --utt2num_frames dump/fbank/x/data/utt2num_frames.1
-    python -m espnet_ext.recipe.bin.compute_fbank --manifest dump/fbank/log/fbank.1.list
+    python -m espnet_ext.recipe.bin.compute_fbank --manifest dump/fbank/log/train+dev/fbank.1.list
 
 A manifest has one part per line, ``WAV_SCP ARK SCP UTT2NUM_FRAMES [SEGMENTS]``: one process
 (one torch import) then serves the parts of several data sets.
