@@ -37,6 +37,7 @@ from tqdm import tqdm
 import espnet_ext  # noqa: F401  (registers the CIF model in ESPnet's task registries)
 from espnet_ext.asr.cif import tokens_before_eos
 from espnet_ext.asr.segmentation import frame_energy, segment_bounds, split_points
+from espnet_ext.asr.timestamps import first_weighted_frames
 from espnet_ext.asr.utterance_batch_beam_search import UtteranceBatchBeamSearch
 from espnet_ext.utils.kaldi_table import iter_table
 
@@ -253,38 +254,55 @@ class BatchSpeech2Text:
         return TokenIDConverter(token_list=token_list), tokenizer
 
     @torch.no_grad()
-    def encode(self, speech: torch.Tensor, lengths: torch.Tensor):
+    def encode(self, speech: torch.Tensor, lengths: torch.Tensor, alignment: bool = False):
         """(xs (B, T, D), xlens (B,), fixed lengths (B,) or None) for the search.
 
         CIF: xs are the integrated vectors, xlens the fire counts N and the fixed lengths the
-        tokens before EOS (N - 1, at least 0)."""
+        tokens before EOS (N - 1, at least 0). With ``alignment`` a fourth value, for timestamps:
+        CIF models (fire frames (B, N) padded with -1, first encoder frame of positive weight
+        (B,), encoder lengths (B,)), None for the others."""
         speech = speech.to(device=self.device, dtype=self.dtype)
         lengths = lengths.to(self.device)
         if self.batch_encode:
-            return self._encode(speech, lengths)
+            out = self._encode(speech, lengths)
+            return out if alignment else out[:3]
         outs = [self._encode(speech[b:b + 1, : int(lengths[b])], lengths[b:b + 1])
                 for b in range(speech.size(0))]
         xs = torch.nn.utils.rnn.pad_sequence([o[0][0, : int(o[1][0])] for o in outs], batch_first=True)
         xlens = torch.cat([o[1] for o in outs])
         fixed = torch.cat([o[2] for o in outs]) if self.fixed_length else None
-        return xs, xlens, fixed
+        if not alignment:
+            return xs, xlens, fixed
+        align = None
+        if self.fixed_length:
+            fires = torch.nn.utils.rnn.pad_sequence([o[3][0][0, : int(o[1][0])] for o in outs],
+                                                    batch_first=True, padding_value=-1)
+            align = (fires, torch.cat([o[3][1] for o in outs]), torch.cat([o[3][2] for o in outs]))
+        return xs, xlens, fixed, align
 
     def _encode(self, speech, lengths):
         if self.fixed_length:
-            cif_out, _, _ = self.asr_model.cif_encode(speech, lengths)
-            return cif_out.outputs, cif_out.lengths, tokens_before_eos(cif_out.lengths)
+            cif_out, _, enc_lens = self.asr_model.cif_encode(speech, lengths)
+            # The first frame of positive weight starts the first token (0 if none).
+            return (cif_out.outputs, cif_out.lengths, tokens_before_eos(cif_out.lengths),
+                    (cif_out.fire_positions, first_weighted_frames(cif_out.alphas), enc_lens))
         enc, enc_lens = self.asr_model.encode(speech, lengths)
         if isinstance(enc, tuple):  # encoders with intermediate outputs
             enc = enc[0]
-        return enc, enc_lens, None
+        return enc, enc_lens, None, None
 
     @torch.no_grad()
     def __call__(self, speech: torch.Tensor, lengths: torch.Tensor) -> List[List[Result]]:
         """Decode a padded batch; per utterance up to ``nbest`` results, best first."""
-        xs, xlens, fixed = self.encode(speech, lengths)
+        return self.decode_aligned(speech, lengths)[0]
+
+    @torch.no_grad()
+    def decode_aligned(self, speech: torch.Tensor, lengths: torch.Tensor):
+        """(:meth:`__call__`'s results, the CIF alignment of :meth:`encode` or None)."""
+        xs, xlens, fixed, align = self.encode(speech, lengths, alignment=True)
         nbest = self.beam_search(xs, xlens, fixed_lengths=fixed, maxlenratio=self.maxlenratio,
                                  minlenratio=self.minlenratio, nbest=self.nbest)
-        return [[self._to_result(h) for h in hyps] for hyps in nbest]
+        return [[self._to_result(h) for h in hyps] for hyps in nbest], align
 
     def join_segments(self, nbests: Sequence[List[Result]]) -> List[Result]:
         """One utterance's 1-best from its segments' (in order): the token ids concatenated, the
