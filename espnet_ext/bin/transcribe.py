@@ -35,6 +35,10 @@ def get_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("audio", nargs="*", help="audio files (wav, flac, ...)")
     parser.add_argument("--wav_scp", type=str_or_none, default=None, help="Kaldi wav.scp of inputs")
+    parser.add_argument("--packed_model", type=str_or_none, default=None,
+                        help="a model packed by espnet_ext.bin.pack_model (zip or tar.gz)")
+    parser.add_argument("--unpack_dir", type=str_or_none, default=None,
+                        help="where a packed model is unpacked (default: <packed_model>.unpacked)")
     parser.add_argument("--model_dir", type=str_or_none, default=None,
                         help="training directory: config.yaml and valid.acc.ave.pth (else the newest *.pth)")
     parser.add_argument("--asr_train_config", type=str_or_none, default=None)
@@ -48,16 +52,20 @@ def get_parser() -> argparse.ArgumentParser:
     group = parser.add_argument_group("Decoding (see espnet_ext.bin.asr_inference)")
     group.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     group.add_argument("--dtype", default="float32", choices=["float16", "float32", "float64"])
-    group.add_argument("--beam_size", type=int, default=10)
+    group.add_argument("--beam_size", type=int, default=None,
+                       help="default: a packed model's decode config, else 10")
     group.add_argument("--batch_size", type=int, default=16)
     group.add_argument("--lm_train_config", type=str_or_none, default=None)
     group.add_argument("--lm_file", type=str_or_none, default=None)
-    group.add_argument("--lm_weight", type=float, default=0.0, help="0: the LM is not used")
+    group.add_argument("--lm_weight", type=float, default=None,
+                       help="default: a packed model's decode config, else 0 (the LM is not used)")
     group.add_argument("--tail_threshold", type=float, default=None)
     group.add_argument("--max_segment_seconds", type=float, default=30.0,
                        help="longer inputs are cut in pauses and joined; 0: never cut")
-    group.add_argument("--fs", type=int, default=16000, help="the model's sample rate")
-    group.add_argument("--num_mel_bins", type=int, default=80)
+    group.add_argument("--fs", type=int, default=None,
+                       help="the model's sample rate (default: a packed model's, else 16000)")
+    group.add_argument("--num_mel_bins", type=int, default=None,
+                       help="the model's fbank size (default: a packed model's, else 80)")
     add_ilm_arguments(parser)
     return parser
 
@@ -101,8 +109,12 @@ def transcribe(args: argparse.Namespace, out: TextIO) -> Dict[str, object]:
     inputs = list_inputs(args)
     if not inputs:
         raise ValueError("no input: give audio files or --wav_scp")
-    model = dict(model_dir=args.model_dir) if args.model_dir else dict(
-        asr_train_config=args.asr_train_config, asr_model_file=args.asr_model_file)
+    if args.packed_model:
+        model = dict(packed_model=args.packed_model, unpack_dir=args.unpack_dir)
+    elif args.model_dir:
+        model = dict(model_dir=args.model_dir)
+    else:
+        model = dict(asr_train_config=args.asr_train_config, asr_model_file=args.asr_model_file)
     s2t = Speech2Text(**model, device=args.device, dtype=args.dtype, beam_size=args.beam_size,
                       batch_size=args.batch_size, lm_train_config=args.lm_train_config,
                       lm_file=args.lm_file, lm_weight=args.lm_weight, ilm_type=args.ilm_type,
@@ -146,8 +158,8 @@ def main(cmd: Optional[Sequence[str]] = None) -> Dict[str, object]:
     logging.basicConfig(level=args.log_level,
                         format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
     logging.getLogger().setLevel(args.log_level)
-    if not args.model_dir and not (args.asr_train_config and args.asr_model_file):
-        parser.error("give --model_dir, or --asr_train_config and --asr_model_file")
+    if not (args.packed_model or args.model_dir or (args.asr_train_config and args.asr_model_file)):
+        parser.error("give --packed_model, --model_dir, or --asr_train_config and --asr_model_file")
     if not args.audio and args.wav_scp is None:
         parser.error("give audio files or --wav_scp")
     output = sys.stdout

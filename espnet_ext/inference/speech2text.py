@@ -69,12 +69,17 @@ class Speech2Text:
     to maintain and test; this class adds audio handling (mono, resampling, the recipe's fbank)
     and the conversion of CIF fires to times.
 
-    The model: ``model_dir`` (see :func:`find_model_files`) or ``asr_train_config`` +
-    ``asr_model_file``. Decoding options are asr_inference's of the same names (``beam_size``,
-    ``batch_size``, ``tail_threshold``, ``max_segment_seconds``; LM fusion ``lm_*``, internal-LM
-    subtraction ``ilm_*`` as in :mod:`espnet_ext.lm.fusion`: ``zero`` (ILME-Z) needs the ASR model
-    only, the others an ``ilm_file``). ``fs`` and ``num_mel_bins`` describe the model's features
-    (its sample rate, its fbank size: checked against the model's ``input_size``).
+    The model: ``packed_model`` (a file of :func:`espnet_ext.inference.pack.pack_model`, unpacked
+    into ``unpack_dir``, default ``<file>.unpacked``: it brings its feature settings, decode
+    config and optional LM), ``model_dir`` (see :func:`find_model_files`) or
+    ``asr_train_config`` + ``asr_model_file``. Decoding options are asr_inference's of the same
+    names (``beam_size`` (default: the packed decode config's, else 10), ``batch_size``,
+    ``tail_threshold``, ``max_segment_seconds``; LM fusion ``lm_*`` (``lm_weight`` default: the
+    packed decode config's, else 0: an LM is used only with a weight), internal-LM subtraction
+    ``ilm_*`` as in :mod:`espnet_ext.lm.fusion`: ``zero`` (ILME-Z) needs the ASR model only, the
+    others an ``ilm_file``). ``fs`` and ``num_mel_bins`` describe the model's features (its sample
+    rate, its fbank size: checked against the model's ``input_size``; default: the packed
+    model's, else 16000 and 80).
     """
 
     @typechecked
@@ -83,22 +88,39 @@ class Speech2Text:
         asr_train_config: Optional[Union[str, Path]] = None,
         asr_model_file: Optional[Union[str, Path]] = None,
         model_dir: Optional[Union[str, Path]] = None,
+        packed_model: Optional[Union[str, Path]] = None,
+        unpack_dir: Optional[Union[str, Path]] = None,
         device: str = "cpu",
         dtype: str = "float32",
-        beam_size: int = 10,
+        beam_size: Optional[int] = None,
         batch_size: int = 16,
         lm_train_config: Optional[Union[str, Path]] = None,
         lm_file: Optional[Union[str, Path]] = None,
-        lm_weight: float = 0.0,
+        lm_weight: Optional[float] = None,
         ilm_type: str = "none",
         ilm_weight: float = 0.0,
         ilm_file: Optional[Union[str, Path]] = None,
         ilm_train_config: Optional[Union[str, Path]] = None,
         tail_threshold: Optional[float] = None,
         max_segment_seconds: float = 30.0,
-        fs: int = 16000,
-        num_mel_bins: int = 80,
+        fs: Optional[int] = None,
+        num_mel_bins: Optional[int] = None,
     ):
+        decode_config = None
+        if packed_model is not None:
+            if model_dir is not None or asr_train_config is not None or asr_model_file is not None:
+                raise ValueError("give either packed_model, model_dir or asr_train_config/asr_model_file")
+            from espnet_ext.inference.pack import unpack_model
+
+            unpacked = unpack_model(packed_model, unpack_dir)
+            asr_train_config, asr_model_file = unpacked["asr_train_config"], unpacked["asr_model_file"]
+            if lm_train_config is None and lm_file is None and "lm_file" in unpacked:
+                lm_train_config, lm_file = unpacked["lm_train_config"], unpacked["lm_file"]
+            fs = unpacked["feature"]["fs"] if fs is None else fs
+            num_mel_bins = unpacked["feature"]["num_mel_bins"] if num_mel_bins is None else num_mel_bins
+            decode_config = unpacked["decode_config"]
+        fs = 16000 if fs is None else fs
+        num_mel_bins = 80 if num_mel_bins is None else num_mel_bins
         if model_dir is not None:
             if asr_train_config is not None or asr_model_file is not None:
                 raise ValueError("give either model_dir or asr_train_config/asr_model_file")
@@ -120,15 +142,25 @@ class Speech2Text:
             return None if p is None else str(p)
 
         # asr_inference's option defaults, then these arguments (one decoding configuration).
+        # asr_inference's option defaults, a packed model's decode config, then these arguments.
         args = get_parser().parse_args([
             "--output_dir", "unused", "--data_path_and_name_and_type", "unused,speech,kaldi_ark",
             "--asr_train_config", str(asr_train_config), "--asr_model_file", str(asr_model_file),
-            "--dtype", dtype, "--ilm_type", ilm_type])
+            "--dtype", dtype, "--ilm_type", ilm_type] + (["--config", decode_config] if decode_config else []))
+        decoded = {}
+        if decode_config:
+            import yaml
+
+            with open(decode_config, encoding="utf-8") as f:
+                decoded = yaml.safe_load(f) or {}
         vars(args).update(
-            ngpu=0 if device == "cpu" else 1, beam_size=beam_size, batch_size=batch_size,
-            lm_train_config=path(lm_train_config), lm_file=path(lm_file), lm_weight=lm_weight,
+            ngpu=0 if device == "cpu" else 1, batch_size=batch_size,
+            beam_size=beam_size if beam_size is not None else decoded.get("beam_size", 10),
+            lm_weight=lm_weight if lm_weight is not None else decoded.get("lm_weight", 0.0),
+            tail_threshold=tail_threshold if tail_threshold is not None else decoded.get("tail_threshold"),
+            lm_train_config=path(lm_train_config), lm_file=path(lm_file),
             ilm_weight=ilm_weight, ilm_file=path(ilm_file), ilm_train_config=path(ilm_train_config),
-            tail_threshold=tail_threshold, max_segment_seconds=max_segment_seconds)
+            max_segment_seconds=max_segment_seconds)
         self.args = args
         self.decoder = BatchSpeech2Text(args)
         self.asr_model = self.decoder.asr_model

@@ -1,0 +1,160 @@
+"""Packed models: one file that a colleague decodes with, in ESPnet's packing format.
+
+:func:`pack_model` writes what decoding needs through ESPnet's own packer
+(``espnet2.main_funcs.pack_funcs.pack``: a zip or tar with ``meta.yaml``, the layout
+``espnet2.bin.pack`` and espnet_model_zoo use):
+
+- ``config.yaml`` of the ASR model without its training-only parts (the distiller set to
+  null), so that the stock ``ASRTask.build_model_from_file`` rebuilds it (once ``espnet_ext``
+  is imported, which registers the CIF classes);
+- ``model.pth``: the given (averaged) parameters without the distiller's;
+- the files the config names: the BPE model, the global-MVN statistics;
+- ``feature.yaml``: the features the model takes (the recipe's Kaldi fbank: rate and mel bins);
+- optionally the decode config and an LM (config and parameters).
+
+Paths inside the configs are those of the training directory (``root``, where the recipe ran);
+ESPnet's unpacker rewrites them to the unpacked files. :func:`unpack_model` unpacks (once per
+target directory) and returns the paths and the feature settings.
+"""
+import contextlib
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Union
+
+import torch
+import yaml
+
+logger = logging.getLogger("espnet_ext.pack")
+
+PathLike = Union[str, Path]
+FEATURE_FILE = "feature.yaml"
+DECODE_FILE = "decode.yaml"
+TRAINING_ONLY_PREFIXES = ("distiller.",)
+
+
+@contextlib.contextmanager
+def _cwd(path: Path) -> Iterator[None]:
+    before = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+def inference_config(conf: dict) -> dict:
+    """The training config without its training-only parts: no distiller (top level and in
+    ``model_conf``, where the CIF task copies it)."""
+    conf = dict(conf)
+    conf["model_conf"] = dict(conf.get("model_conf") or {})
+    for where in (conf, conf["model_conf"]):
+        if "distiller" in where:
+            where["distiller"] = None
+            where["distiller_conf"] = {}
+    return conf
+
+
+def inference_state(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Parameters without those of the training-only modules."""
+    return {k: v for k, v in state.items() if not k.startswith(TRAINING_ONLY_PREFIXES)}
+
+
+def _relative(path: str) -> str:
+    """As the packer names a file: relative to the working directory when below it."""
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(p)
+
+
+def _relative_paths(conf: dict) -> dict:
+    """The config with its file paths written as the packer names the files, so that the
+    unpacker rewrites them to the unpacked copies."""
+    conf = dict(conf)
+    for key in ("bpemodel", "token_list"):
+        if isinstance(conf.get(key), str) and Path(conf[key]).is_file():
+            conf[key] = _relative(conf[key])
+    stats = (conf.get("normalize_conf") or {}).get("stats_file")
+    if isinstance(stats, str) and Path(stats).is_file():
+        conf["normalize_conf"] = {**conf["normalize_conf"], "stats_file": _relative(stats)}
+    return conf
+
+
+def _files_named_in(conf: dict) -> List[str]:
+    """Files of the config that decoding reads: BPE model, global-MVN statistics."""
+    names = [conf.get("bpemodel"), (conf.get("normalize_conf") or {}).get("stats_file")]
+    if isinstance(conf.get("token_list"), str):
+        names.append(conf["token_list"])
+    return [n for n in names if isinstance(n, str) and Path(n).is_file()]
+
+
+def pack_model(asr_train_config: PathLike, asr_model_file: PathLike, outpath: PathLike,
+               root: PathLike = ".", fs: int = 16000, num_mel_bins: int = 80,
+               decode_config: Optional[PathLike] = None, lm_train_config: Optional[PathLike] = None,
+               lm_file: Optional[PathLike] = None) -> Path:
+    """Pack a trained ASR model (see the module doc) into ``outpath`` (``.zip`` or ``.tar.gz``);
+    relative paths are taken from ``root``. Returns the packed file's absolute path."""
+    root = Path(root).resolve()
+    outpath = (root / outpath).resolve() if not Path(outpath).is_absolute() else Path(outpath)
+    with _cwd(root):
+        config = Path(asr_train_config)
+        stage = config.parent / "pack"  # inside root: archive names stay relative
+        shutil.rmtree(stage, ignore_errors=True)
+        stage.mkdir(parents=True)
+        with open(config, encoding="utf-8") as f:
+            conf = _relative_paths(inference_config(yaml.safe_load(f)))
+        with open(stage / "config.yaml", "w", encoding="utf-8") as f:
+            yaml.safe_dump(conf, f, allow_unicode=True, sort_keys=False)
+        state = torch.load(asr_model_file, map_location="cpu")
+        kept = inference_state(state)
+        if len(kept) < len(state):
+            logger.info(f"left out {len(state) - len(kept)} training-only tensors "
+                        f"({', '.join(TRAINING_ONLY_PREFIXES)})")
+        torch.save(kept, stage / "model.pth")
+        with open(stage / FEATURE_FILE, "w", encoding="utf-8") as f:
+            yaml.safe_dump({"type": "kaldi_fbank", "fs": fs, "num_mel_bins": num_mel_bins,
+                            "frame_length_ms": 25.0, "frame_shift_ms": 10.0}, f)
+        options = _files_named_in(conf) + [str(stage / FEATURE_FILE)]
+        if decode_config is not None:
+            shutil.copy(decode_config, stage / DECODE_FILE)
+            options.append(str(stage / DECODE_FILE))
+        yaml_files = {"asr_train_config": str(stage / "config.yaml")}
+        files = {"asr_model_file": str(stage / "model.pth")}
+        if (lm_train_config is None) != (lm_file is None):
+            raise ValueError("an LM needs both lm_train_config and lm_file")
+        if lm_file is not None:
+            yaml_files["lm_train_config"] = str(lm_train_config)
+            files["lm_file"] = str(lm_file)
+            with open(lm_train_config, encoding="utf-8") as f:
+                options += [n for n in _files_named_in(yaml.safe_load(f)) if n not in options]
+        from espnet2.main_funcs.pack_funcs import pack
+
+        pack(files=files, yaml_files=yaml_files, option=options, outpath=outpath)
+    logger.info(f"packed {asr_model_file} into {outpath} ({outpath.stat().st_size / 2**20:.1f} MiB)")
+    return outpath
+
+
+def unpack_model(packed: PathLike, outdir: Optional[PathLike] = None) -> Dict[str, object]:
+    """Unpack ``packed`` into ``outdir`` (default: ``<packed>.unpacked`` beside it; reused when
+    already there) and return {asr_train_config, asr_model_file, [lm_train_config, lm_file],
+    feature: {fs, num_mel_bins, ...}, decode_config: path or None}."""
+    from espnet2.main_funcs.pack_funcs import unpack
+
+    packed = Path(packed)
+    if not packed.is_file():
+        raise FileNotFoundError(f"packed model {packed} does not exist")
+    outdir = Path(outdir) if outdir is not None else packed.with_name(packed.name + ".unpacked")
+    paths: Dict[str, object] = dict(unpack(packed, outdir))
+    stage = Path(str(paths["asr_train_config"])).parent
+    feature = stage / FEATURE_FILE
+    if not feature.is_file():
+        raise FileNotFoundError(f"{packed} holds no {FEATURE_FILE} next to its config: not a model "
+                                f"packed by espnet_ext.bin.pack_model")
+    with open(feature, encoding="utf-8") as f:
+        paths["feature"] = yaml.safe_load(f)
+    decode = stage / DECODE_FILE
+    paths["decode_config"] = str(decode) if decode.is_file() else None
+    return paths
