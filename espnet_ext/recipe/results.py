@@ -207,6 +207,10 @@ def render(roots: List[Path], title: str = "RESULTS") -> str:
                 decode.append(f"{dataset} {max(secs)} s ({len(secs)} jobs)")
         if decode:
             lines.append("- decoding wall time: " + ", ".join(decode))
+        packed = exp / "packed_model.zip"
+        if packed.is_file():
+            lines.append(f"- packed model: {packed} ({packed.stat().st_size / 2**20:.1f} MiB; "
+                         f"`python -m espnet_ext.bin.transcribe --packed_model {packed} a.wav`)")
         lines.append("")
         for metric in OrderedDict.fromkeys(m for m, _, _ in items):
             lines += [f"### {metric.upper()}", "",

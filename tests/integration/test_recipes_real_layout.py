@@ -455,6 +455,31 @@ def test_aishell_results_md(aishell_run):
     assert "### CER" in (aishell_run.workdir / "RESULTS.md").read_text(encoding="utf-8")
 
 
+def test_aishell_packed_model_decodes_as_the_recipe(aishell_run, tmp_path):
+    """Stage 16 packs the model with its decode config and LM; RESULTS.md names the file; a copy
+    elsewhere, through Speech2Text on the test recordings, gives the recipe's LM decoding."""
+    import soundfile
+
+    from espnet_ext.inference import Speech2Text
+
+    aishell_run.check()
+    work = aishell_run.workdir
+    dirs = decode_dirs(work)
+    (asr_exp,) = {d.parent for d in dirs.values()}
+    packed = asr_exp / "packed_model.zip"
+    assert f"- packed model: {packed.relative_to(work)} (" in (work / "RESULTS.md").read_text(encoding="utf-8")
+    copy = tmp_path / "colleague" / "model.zip"
+    copy.parent.mkdir()
+    shutil.copy(packed, copy)
+    s2t = Speech2Text(packed_model=copy)  # beam 10, LM weight 0.2: the packed decode config
+    (with_lm,) = [t for t in dirs if "_lm_" in t]
+    hyps = read_table(dirs[with_lm] / "test" / "text")
+    wavs = read_table(work / "data" / "test" / "wav.scp")
+    for utt in sorted(hyps):
+        wave, rate = soundfile.read(wavs[utt], dtype="float32")
+        assert s2t(wave, fs=rate).text == hyps[utt], utt
+
+
 def test_aishell_fbank_stage_on_slurm(aishell_run, slurm_cluster, recipe_tmp):  # noqa: F811
     """Stages 1-3 with the Slurm backend (sbatch array jobs on a real cluster) give the same
     data directories and bit-identical features as the local backend."""

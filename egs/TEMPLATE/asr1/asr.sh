@@ -118,6 +118,7 @@ inference_num_threads=1 # CPU threads per decoding job
 inference_without_lm=false  # use_lm=true: also decode and score without the LM (own decode_* dir)
 score_types=            # cer, wer, ter (default: "cer wer"; "cer" with remove_space=true)
 plot_cif_fires=false    # stage 16: PNG of the CIF fires on the first utterance of the first test set
+pack_models=true        # stage 16: pack each model (+ decode config, LM) into exp/asr_<tag>/packed_model.zip
 
 help_message=$(cat <<EOF
 Usage: $0 --train_set <set> --valid_set <set> --test_sets "<sets>" --asr_config <yaml> [options]
@@ -140,7 +141,7 @@ Stages (--stage N --stop_stage M; every step skips work already done):
   14  decoding: with the LM (shallow fusion) and/or without; use_ilm: every Table 3 method
       with the tuned weights
   15  sclite scoring of every decoding
-  16  RESULTS.md: sclite tables, LM perplexities, stage times, learning curves, CIF fire
+  16  RESULTS.md: packed models, sclite tables, LM perplexities, stage times, learning curves, CIF fire
       plot, Table 3 (use_ilm) and Table 1 (several distillers)
 EOF
 )
@@ -1247,6 +1248,26 @@ if run_stage 16; then
             touch "${_exp}/.done.fire_plot"
             did_work
         fi
+    fi
+    # One file per model for a colleague or the transcribe command (espnet_ext.bin.pack_model).
+    if "${pack_models}"; then
+        for tag in "${models[@]}"; do
+            _exp=${expdir}/asr_${tag}
+            _in=("${_exp}/config.yaml" "${_exp}/${inference_asr_model}")
+            _opts=(--fs "${fs}" --num_mel_bins "${num_mel_bins}")
+            [ -n "${inference_config}" ] && { _in+=("${inference_config}"); _opts+=(--decode_config "${inference_config}"); }
+            if "${use_lm}"; then
+                _in+=("${lm_exp}/config.yaml" "${lm_exp}/${inference_lm}")
+                _opts+=(--lm_train_config "${lm_exp}/config.yaml" --lm_file "${lm_exp}/${inference_lm}")
+            fi
+            is_done "${_exp}/.done.pack" --options "${_opts[*]}" && continue
+            "${python}" -m espnet_ext.bin.pack_model --asr_train_config "${_exp}/config.yaml" \
+                --asr_model_file "${_exp}/${inference_asr_model}" "${_opts[@]}" \
+                --outpath "${_exp}/packed_model.zip"
+            mark_done "${_exp}/.done.pack" --inputs "${_in[@]}" --outputs "${_exp}/packed_model.zip" \
+                --options "${_opts[*]}"
+            did_work
+        done
     fi
     # Table 3 of every model of this run (its section file: ${expdir}/ilm_<tag>/RESULTS.md).
     if "${use_ilm}"; then
