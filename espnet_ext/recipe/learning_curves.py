@@ -1,12 +1,14 @@
 """Learning curves of a recipe's trainings for RESULTS.md (asr.sh stage 16).
 
 Per epoch train/valid loss and accuracy (and teacher-forced valid CER/WER) of every
-``<exp>/{asr,lm}_*/train.log``, read from ESPnet's "Nepoch results" lines.
+``<exp>/{asr,lm}_*/train.log``, read from ESPnet's "Nepoch results" lines, as a table and as
+``<exp>/learning_curves.png`` (every loss part, accuracy, the CIF count error: train solid, valid
+dashed). TensorBoard logs come from ESPnet itself: ``--asr_args "--use_tensorboard true"``.
 """
 import re
 from collections import OrderedDict
 from pathlib import Path
-from typing import List
+from typing import Dict, List
 
 _EPOCH_RE = re.compile(r"INFO: (\d+)epoch results: (.*)$")
 _SECTION_RE = re.compile(r"\[(\w+)\] ")
@@ -66,12 +68,64 @@ def learning_curve(log: Path) -> list:
     return lines + [""]
 
 
+def series(log: Path) -> "OrderedDict[str, Dict[str, List]]":
+    """{panel: {"<split> <key>": [(epoch, value), ...]}} of a train.log: panel "loss" holds
+    every ``loss*`` key, "accuracy" ``acc``, "CIF count error" ``cif_count_err`` (tokens per
+    utterance); empty panels are left out."""
+    panels: "OrderedDict[str, Dict[str, List]]" = OrderedDict(
+        (p, OrderedDict()) for p in ("loss", "accuracy", "CIF count error"))
+    for ep, sections in parse_epochs(log).items():
+        for split in ("train", "valid"):
+            for key, value in sections.get(split, {}).items():
+                panel = ("loss" if key.startswith("loss") and key != "loss_scale" else
+                         "accuracy" if key == "acc" else
+                         "CIF count error" if key == "cif_count_err" else None)
+                try:
+                    number = float(value)
+                except ValueError:
+                    continue
+                if panel is not None:
+                    panels[panel].setdefault(f"{split} {key}", []).append((ep, number))
+    return OrderedDict((p, c) for p, c in panels.items() if c)
+
+
+def plot(log: Path, png: Path) -> bool:
+    """Write the curves of ``log`` to ``png``; False when the log has no epoch yet."""
+    curves = series(log)
+    if not curves:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3.6), squeeze=False)
+    for ax, (panel, lines) in zip(axes[0], curves.items()):
+        for name, points in lines.items():
+            ax.plot(*zip(*points), "-" if name.startswith("train") else "--", marker=".", label=name)
+        ax.set_title(panel)
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.suptitle(str(log.parent))
+    fig.tight_layout()
+    fig.savefig(png, dpi=90)
+    plt.close(fig)
+    return True
+
+
 def section(roots: List[Path]) -> list:
-    """The "Learning curves" section: one table per ASR and LM training below ``roots``."""
+    """The "Learning curves" section: per ASR and LM training below ``roots`` a table and its
+    PNG (written next to the train.log)."""
     curves = []
     for root in roots:
         for log in sorted(root.glob("asr_*/train.log")) + sorted(root.glob("lm_*/train.log")):
-            curves += learning_curve(log)
+            table = learning_curve(log)
+            png = log.parent / "learning_curves.png"
+            if table and plot(log, png):
+                table.insert(2, f"![learning curves of {log.parent}]({png})")
+                table.insert(3, "")
+            curves += table
     if not curves:
         return []
     return ["## Learning curves (ESPnet train.log; tf = teacher-forced)", ""] + curves
