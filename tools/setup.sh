@@ -10,7 +10,8 @@ python=${PYTHON:-python3.11}
 
 apt_pkgs=(sctk espeak-ng sox festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
           fortunes fortunes-min bible-kjv bible-kjv-text wordnet-base fortunes-zh
-          slurmctld slurmd slurm-client munge shellcheck)
+          slurmctld slurmd slurm-client munge shellcheck
+          alsa-utils)  # alsa-utils: recorded speech (/usr/share/sounds/alsa) for the transcribe tests
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
