@@ -18,10 +18,9 @@ target directory) and returns the paths and the feature settings.
 """
 import contextlib
 import logging
-import os
 import shutil
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Union
+from typing import Dict, List, Optional, Union
 
 import torch
 import yaml
@@ -32,16 +31,6 @@ PathLike = Union[str, Path]
 FEATURE_FILE = "feature.yaml"
 DECODE_FILE = "decode.yaml"
 TRAINING_ONLY_PREFIXES = ("distiller.",)
-
-
-@contextlib.contextmanager
-def _cwd(path: Path) -> Iterator[None]:
-    before = os.getcwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(before)
 
 
 def inference_config(conf: dict) -> dict:
@@ -99,7 +88,7 @@ def pack_model(asr_train_config: PathLike, asr_model_file: PathLike, outpath: Pa
     relative paths are taken from ``root``. Returns the packed file's absolute path."""
     root = Path(root).resolve()
     outpath = (root / outpath).resolve() if not Path(outpath).is_absolute() else Path(outpath)
-    with _cwd(root):
+    with contextlib.chdir(root):
         config = Path(asr_train_config)
         stage = config.parent / "pack"  # inside root: archive names stay relative
         shutil.rmtree(stage, ignore_errors=True)
