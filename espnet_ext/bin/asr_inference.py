@@ -362,7 +362,7 @@ class _UttErrors(torch.utils.data.Dataset):
         self._last = None
 
     def __getitem__(self, item: Item):
-        uid = item if isinstance(item, str) else item[0]
+        uid = utterance_of(item)
         try:
             if isinstance(item, str):
                 return self.dataset[uid]
@@ -376,6 +376,17 @@ class _UttErrors(torch.utils.data.Dataset):
 
     def __len__(self):  # pragma: no cover - batch_sampler drives the loader
         return 0
+
+
+def utterance_of(item: Item) -> str:
+    """The utterance an item (an utterance id, or a segment of one) belongs to."""
+    return item if isinstance(item, str) else item[0]
+
+
+def decoding_order(items: Dict[Item, int]) -> List[Item]:
+    """Items ({item: length}) longest first, ties by utterance id and segment start: batches of
+    similar length, in the same order on every run."""
+    return sorted(items, key=lambda it: (-items[it], utterance_of(it), 0 if isinstance(it, str) else it[1]))
 
 
 def _item_id(item: Item) -> str:
@@ -478,9 +489,8 @@ def inference(args: argparse.Namespace, build_scorers: Callable = build_scorers)
                            f"{', '.join(missing[:10])}")
         lengths = utterance_lengths(dataset, keys, speech[0][0], speech[0][2])
         items, parts = plan_segments(dataset, keys, lengths, args, s2t.asr_train_args)
-        item_of = {item: item if isinstance(item, str) else item[0] for item in items}
         item_by_id = {_item_id(item): item for item in items}
-        order = sorted(items, key=lambda it: (-items[it], item_of[it], 0 if isinstance(it, str) else it[1]))
+        order = decoding_order(items)
         batches = [order[i:i + args.batch_size] for i in range(0, len(order), args.batch_size)]
         loader = torch.utils.data.DataLoader(
             _UttErrors(dataset), batch_sampler=batches, num_workers=args.num_workers,
@@ -510,7 +520,7 @@ def inference(args: argparse.Namespace, build_scorers: Callable = build_scorers)
                         f"long inputs) or --batch_size (now {args.batch_size})") from e
                 for item_id, nbest in zip(batch_ids, nbests):
                     item = item_by_id[item_id]
-                    uid = item_of[item]
+                    uid = utterance_of(item)
                     if isinstance(item, str):
                         results[uid] = nbest
                         done += 1

@@ -20,10 +20,12 @@ import contextlib
 import logging
 import shutil
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Dict, Optional, Union
 
 import torch
 import yaml
+
+from espnet_ext.recipe.fbank import DEFAULT_OPTS as FBANK_OPTS
 
 logger = logging.getLogger("espnet_ext.pack")
 
@@ -59,25 +61,32 @@ def _relative(path: str) -> str:
         return str(p)
 
 
+# Config entries naming files that decoding reads: BPE model, token list file, MVN statistics.
+_FILE_KEYS = (("bpemodel",), ("token_list",), ("normalize_conf", "stats_file"))
+
+
+def _config_files(conf: dict) -> Dict[tuple, str]:
+    """{key path: existing file} of a config's :data:`_FILE_KEYS`."""
+    found = {}
+    for keys in _FILE_KEYS:
+        value = conf
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, str) and Path(value).is_file():
+            found[keys] = value
+    return found
+
+
 def _relative_paths(conf: dict) -> dict:
     """The config with its file paths written as the packer names the files, so that the
     unpacker rewrites them to the unpacked copies."""
     conf = dict(conf)
-    for key in ("bpemodel", "token_list"):
-        if isinstance(conf.get(key), str) and Path(conf[key]).is_file():
-            conf[key] = _relative(conf[key])
-    stats = (conf.get("normalize_conf") or {}).get("stats_file")
-    if isinstance(stats, str) and Path(stats).is_file():
-        conf["normalize_conf"] = {**conf["normalize_conf"], "stats_file": _relative(stats)}
+    for keys, path in _config_files(conf).items():
+        if len(keys) == 1:
+            conf[keys[0]] = _relative(path)
+        else:
+            conf[keys[0]] = {**conf[keys[0]], keys[1]: _relative(path)}
     return conf
-
-
-def _files_named_in(conf: dict) -> List[str]:
-    """Files of the config that decoding reads: BPE model, global-MVN statistics."""
-    names = [conf.get("bpemodel"), (conf.get("normalize_conf") or {}).get("stats_file")]
-    if isinstance(conf.get("token_list"), str):
-        names.append(conf["token_list"])
-    return [n for n in names if isinstance(n, str) and Path(n).is_file()]
 
 
 def pack_model(asr_train_config: PathLike, asr_model_file: PathLike, outpath: PathLike,
@@ -105,8 +114,9 @@ def pack_model(asr_train_config: PathLike, asr_model_file: PathLike, outpath: Pa
         torch.save(kept, stage / "model.pth")
         with open(stage / FEATURE_FILE, "w", encoding="utf-8") as f:
             yaml.safe_dump({"type": "kaldi_fbank", "fs": fs, "num_mel_bins": num_mel_bins,
-                            "frame_length_ms": 25.0, "frame_shift_ms": 10.0}, f)
-        options = _files_named_in(conf) + [str(stage / FEATURE_FILE)]
+                            "frame_length_ms": FBANK_OPTS["frame_length"],
+                            "frame_shift_ms": FBANK_OPTS["frame_shift"]}, f)
+        options = list(_config_files(conf).values()) + [str(stage / FEATURE_FILE)]
         if decode_config is not None:
             shutil.copy(decode_config, stage / DECODE_FILE)
             options.append(str(stage / DECODE_FILE))
@@ -118,7 +128,7 @@ def pack_model(asr_train_config: PathLike, asr_model_file: PathLike, outpath: Pa
             yaml_files["lm_train_config"] = str(lm_train_config)
             files["lm_file"] = str(lm_file)
             with open(lm_train_config, encoding="utf-8") as f:
-                options += [n for n in _files_named_in(yaml.safe_load(f)) if n not in options]
+                options += [n for n in _config_files(yaml.safe_load(f)).values() if n not in options]
         from espnet2.main_funcs.pack_funcs import pack
 
         pack(files=files, yaml_files=yaml_files, option=options, outpath=outpath)

@@ -22,7 +22,14 @@ import torch
 from typeguard import typechecked
 
 from espnet_ext.asr.timestamps import fire_times, word_spans
-from espnet_ext.bin.asr_inference import BatchSpeech2Text, _item_id, get_parser, plan_segments
+from espnet_ext.bin.asr_inference import (
+    BatchSpeech2Text,
+    _item_id,
+    decoding_order,
+    get_parser,
+    plan_segments,
+    utterance_of,
+)
 from espnet_ext.lm.fusion import ILM_TYPES
 
 logger = logging.getLogger("espnet_ext.speech2text")
@@ -141,23 +148,18 @@ class Speech2Text:
         def path(p):
             return None if p is None else str(p)
 
-        # asr_inference's option defaults, then these arguments (one decoding configuration).
-        # asr_inference's option defaults, a packed model's decode config, then these arguments.
-        args = get_parser().parse_args([
+        # asr_inference's option defaults (but LM weight 0: an LM is used only with a weight), a
+        # packed model's decode config over them, then the arguments given here.
+        parser = get_parser()
+        parser.set_defaults(lm_weight=0.0)
+        args = parser.parse_args([
             "--output_dir", "unused", "--data_path_and_name_and_type", "unused,speech,kaldi_ark",
             "--asr_train_config", str(asr_train_config), "--asr_model_file", str(asr_model_file),
             "--dtype", dtype, "--ilm_type", ilm_type] + (["--config", decode_config] if decode_config else []))
-        decoded = {}
-        if decode_config:
-            import yaml
-
-            with open(decode_config, encoding="utf-8") as f:
-                decoded = yaml.safe_load(f) or {}
+        given = dict(beam_size=beam_size, lm_weight=lm_weight, tail_threshold=tail_threshold)
+        vars(args).update({k: v for k, v in given.items() if v is not None})
         vars(args).update(
             ngpu=0 if device == "cpu" else 1, batch_size=batch_size,
-            beam_size=beam_size if beam_size is not None else decoded.get("beam_size", 10),
-            lm_weight=lm_weight if lm_weight is not None else decoded.get("lm_weight", 0.0),
-            tail_threshold=tail_threshold if tail_threshold is not None else decoded.get("tail_threshold"),
             lm_train_config=path(lm_train_config), lm_file=path(lm_file),
             ilm_weight=ilm_weight, ilm_file=path(ilm_file), ilm_train_config=path(ilm_train_config),
             max_segment_seconds=max_segment_seconds)
@@ -258,12 +260,11 @@ class Speech2Text:
         dataset = {k: (k, {"speech": x}) for k, x in zip(keys, model_inputs)}
         lengths = {k: len(x) for k, x in zip(keys, model_inputs)}
         items, parts = plan_segments(dataset, keys, lengths, self.args, self.decoder.asr_train_args)
-        item_of = {item: item if isinstance(item, str) else item[0] for item in items}
-        order = sorted(items, key=lambda it: (-items[it], item_of[it], 0 if isinstance(it, str) else it[1]))
+        order = decoding_order(items)
         decoded = {}  # item -> (n-best, token times of the 1-best or None)
         for i in range(0, len(order), self.args.batch_size):
             batch = order[i:i + self.args.batch_size]
-            speech = [self._slice(dataset[item_of[it]][1]["speech"], it) for it in batch]
+            speech = [self._slice(dataset[utterance_of(it)][1]["speech"], it) for it in batch]
             lens = torch.tensor([len(x) for x in speech])
             padded = torch.nn.utils.rnn.pad_sequence(
                 [torch.from_numpy(x if x.flags.writeable else x.copy()) for x in speech], batch_first=True)

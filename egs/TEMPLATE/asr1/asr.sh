@@ -366,6 +366,8 @@ end_stage() { row_end; }
 num_lines() { wc -l < "$1" | tr -d ' '; }
 # is_done MARKER [--options S]: the marker holds (says why not when it exists but no longer holds).
 is_done() { "${python}" -m espnet_ext.recipe.bin.done_marker check "$@"; }
+# not_done_why MARKER: print why the marker does not hold; fails when it holds.
+not_done_why() { ! "${python}" -m espnet_ext.recipe.bin.done_marker why "$@"; }
 # mark_done MARKER [--inputs F...] [--audio_of WAV_SCP...] [--outputs F...] [--exists F...] [--options S]
 mark_done() { "${python}" -m espnet_ext.recipe.bin.done_marker write "$@"; }
 # aggregate_stats LOGDIR NJ OUT_DIR TOKEN_TYPE: ESPnet's sum of the statistics jobs' LOGDIR/stats.*,
@@ -1191,7 +1193,7 @@ if run_stage 15; then
                         continue
                     fi
                     rm -rf "${_out}"  # a refused or failed scoring leaves no earlier result behind
-                    if ! _why=$("${python}" -m espnet_ext.recipe.bin.done_marker why "${_dir}/.done.decode"); then
+                    if _why=$(not_done_why "${_dir}/.done.decode"); then
                         log "${_dir} has no complete decoding (${_why}): run stage 14 first"
                         exit 1
                     fi
