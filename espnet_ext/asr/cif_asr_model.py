@@ -167,11 +167,30 @@ class CIFASRModel(ESPnetASRModel):
         return encoder_out, encoder_out_lens
 
     def cif_encode(
-        self, speech: torch.Tensor, speech_lengths: torch.Tensor
+        self, speech: torch.Tensor, speech_lengths: torch.Tensor, count_from_ctc: bool = False
     ) -> Tuple[CIFOutput, torch.Tensor, torch.Tensor]:
-        """Inference CIF (no scaling, tail handling): (CIFOutput, encoder_out, encoder_out_lens)."""
+        """Inference CIF: (CIFOutput, encoder_out, encoder_out_lens).
+
+        By default the weights fire unscaled, a residual above the tail threshold adding a last
+        token. With ``count_from_ctc`` the number of tokens is the CTC branch's greedy count
+        (:meth:`ctc_token_counts`) and the weights are scaled to fire exactly that many (+ EOS),
+        as in training with the reference length: the CIF positions, the CTC count."""
         encoder_out, encoder_out_lens = self.encode(speech, speech_lengths)
+        if count_from_ctc:
+            counts = self.ctc_token_counts(encoder_out, encoder_out_lens)
+            cif_out = self.predictor(encoder_out, encoder_out_lens, target_lengths=counts + 1)
+            return cif_out, encoder_out, encoder_out_lens
         return self.predictor(encoder_out, encoder_out_lens), encoder_out, encoder_out_lens
+
+    def ctc_token_counts(self, encoder_out: torch.Tensor, encoder_out_lens: torch.Tensor) -> torch.Tensor:
+        """(B,) tokens of the CTC greedy path: runs of one non-blank label within each length."""
+        if self.ctc is None:
+            raise ValueError("counting tokens with CTC needs a model trained with a CTC branch")
+        best = self.ctc.argmax(encoder_out)  # (B, T)
+        valid = torch.arange(best.size(1), device=best.device)[None] < encoder_out_lens[:, None]
+        new_run = torch.ones_like(best, dtype=torch.bool)
+        new_run[:, 1:] = best[:, 1:] != best[:, :-1]
+        return ((best != self.blank_id) & new_run & valid).sum(dim=1)
 
     def forward(
         self,

@@ -17,7 +17,9 @@ id, with the score as a plain float; the log ends with the decoding speed (RTF, 
 
 Extension points: :func:`build_scorers` decides which scorers enter the search (decoder, LM,
 length bonus); an internal-LM estimator adds its own arguments to :func:`get_parser` and its
-scorers in a wrapped ``build_scorers`` passed to :func:`main`/:func:`inference`.
+scorers in a wrapped ``build_scorers`` passed to :func:`main`/:func:`inference`. Loaded models
+decode again with other fusion weights through :meth:`BatchSpeech2Text.set_fusion_weights` or
+:func:`inference`'s ``decoder`` (the fusion-weight grid of ``espnet_ext.bin.tune_fusion``).
 """
 import argparse
 import logging
@@ -83,6 +85,9 @@ def get_parser() -> config_argparse.ArgumentParser:
     group.add_argument("--lm_file", type=str_or_none, help="ESPnet LM parameters (.pth)")
     group.add_argument("--tail_threshold", type=float, default=None,
                        help="CIF only: override the predictor's inference tail threshold")
+    group.add_argument("--cif_count", choices=["cif", "ctc"], default="cif",
+                       help="CIF only: number of tokens from the CIF weights (with the tail "
+                            "threshold) or from the CTC branch's greedy path (weights scaled to it)")
 
     group = parser.add_argument_group("Beam search")
     group.add_argument("--batch_size", type=int, default=16, help="utterances decoded together")
@@ -158,6 +163,29 @@ def build_scorers(
     return scorers, weights
 
 
+def fusion_weights(args: argparse.Namespace) -> Tuple[float, float]:
+    """(LM weight, lambda_ILM) that :func:`build_scorers` decodes ``args`` with: 0 for an LM or
+    internal LM that is not configured (its weight option then has no effect)."""
+    has_lm = args.lm_train_config is not None or args.lm_file is not None
+    has_ilm = getattr(args, "ilm_type", "none") != "none"
+    return (float(args.lm_weight) if has_lm else 0.0,
+            float(getattr(args, "ilm_weight", 0.0)) if has_ilm else 0.0)
+
+
+def load_asr_model(asr_train_config: Optional[str], asr_model_file: Optional[str],
+                   device: str = "cpu", dtype: str = "float32"):
+    """(model, train args) for decoding: ESPnet's ``ASRTask.build_model_from_file``, the
+    training-only heads stripped (CIF distiller), in eval mode. The decoding CLI, the API and the
+    perplexity tool load models this one way."""
+    from espnet2.tasks.asr import ASRTask
+
+    asr_model, asr_train_args = ASRTask.build_model_from_file(asr_train_config, asr_model_file, device)
+    if hasattr(asr_model, "strip_training_heads"):
+        asr_model.strip_training_heads()
+    asr_model.to(dtype=getattr(torch, dtype)).eval()
+    return asr_model, asr_train_args
+
+
 def padding_exact_encoding(asr_model) -> bool:
     """Whether encoding a padded batch gives each utterance exactly its unpadded encoding.
 
@@ -184,46 +212,76 @@ class BatchSpeech2Text:
     """Loads an ESPnet ASR model (+ scorers) and decodes batches of utterances."""
 
     def __init__(self, args: argparse.Namespace, build_scorers: Callable = build_scorers):
-        from espnet2.tasks.asr import ASRTask
-
         if args.ctc_weight != 0.0:
             raise ValueError("--ctc_weight: CTC prefix scoring is not supported by the batched "
                              "search (CIF decodes without it); use 0")
         if args.nbest > args.beam_size:
             raise ValueError(f"--nbest {args.nbest} > --beam_size {args.beam_size}")
+        if args.ngpu > 0 and not torch.cuda.is_available():
+            raise RuntimeError("--ngpu 1 but no CUDA device is available")
         self.device = "cuda" if args.ngpu > 0 else "cpu"
         self.dtype = getattr(torch, args.dtype)
-        asr_model, asr_train_args = ASRTask.build_model_from_file(
-            args.asr_train_config, args.asr_model_file, self.device
-        )
-        if hasattr(asr_model, "strip_training_heads"):
-            asr_model.strip_training_heads()
+        asr_model, asr_train_args = load_asr_model(args.asr_train_config, args.asr_model_file,
+                                                   self.device, args.dtype)
         self.fixed_length = hasattr(asr_model, "cif_encode")
         if args.tail_threshold is not None:
             predictor = getattr(asr_model, "predictor", None)
             if not self.fixed_length or not hasattr(predictor, "tail_threshold"):
                 raise ValueError("--tail_threshold applies to CIF models only")
             predictor.tail_threshold = args.tail_threshold
-        asr_model.to(dtype=self.dtype).eval()
+        if args.cif_count == "ctc" and (not self.fixed_length or getattr(asr_model, "ctc", None) is None):
+            raise ValueError("--cif_count ctc needs a CIF model with a CTC branch")
+        self.count_from_ctc = args.cif_count == "ctc"
         self.asr_model, self.asr_train_args = asr_model, asr_train_args
 
-        scorers, weights = build_scorers(args, asr_model, self.device)
-        for scorer in scorers.values():
+        # Every scorer built and its weight; the search runs those of nonzero weight
+        # (set_fusion_weights changes the weights without loading the scorers again).
+        self.scorers, self.scorer_weights = build_scorers(args, asr_model, self.device)
+        for scorer in self.scorers.values():
             if isinstance(scorer, torch.nn.Module):
                 scorer.to(device=self.device, dtype=self.dtype).eval()
-        token_list = list(asr_model.token_list)
-        self.beam_search = UtteranceBatchBeamSearch(
-            scorers=scorers, weights=weights, beam_size=args.beam_size,
-            vocab_size=len(token_list), sos=asr_model.sos, eos=asr_model.eos,
-            token_list=token_list, score_floor=args.score_floor, cached_scorers=getattr(args, "cached_scorers", True),
-        ).eval()
+        self.token_list = list(asr_model.token_list)
+        self.search_options = dict(beam_size=args.beam_size, score_floor=args.score_floor,
+                                   cached_scorers=getattr(args, "cached_scorers", True))
+        self.beam_search = self._build_search()
         self.nbest = args.nbest
         self.maxlenratio, self.minlenratio = args.maxlenratio, args.minlenratio
         self.batch_encode = self._choose_encoder_batching(args.encoder_batching)
-        self.converter, self.tokenizer = self._text_converters(args, asr_train_args, token_list)
+        self.converter, self.tokenizer = self._text_converters(args, asr_train_args, self.token_list)
         logger.info(f"decoding mode: {'fixed length (CIF)' if self.fixed_length else 'free length'}, "
                     f"beam {args.beam_size}, encoder batching: "
                     f"{'padded batch' if self.batch_encode else 'per utterance'}")
+
+    def _build_search(self) -> UtteranceBatchBeamSearch:
+        """The search over :attr:`scorers` with :attr:`scorer_weights` (weight 0: left out)."""
+        return UtteranceBatchBeamSearch(
+            scorers=self.scorers, weights=self.scorer_weights, vocab_size=len(self.token_list),
+            sos=self.asr_model.sos, eos=self.asr_model.eos, token_list=self.token_list,
+            **self.search_options,
+        ).eval()
+
+    def set_fusion_weights(self, lm_weight: Optional[float] = None,
+                           ilm_weight: Optional[float] = None) -> None:
+        """Decode from now on with these weights (None: unchanged): the LM's, and lambda_ILM >= 0
+        (the internal LM enters with ``-ilm_weight``), with the scorers already loaded: the cells
+        of a weight grid (espnet_ext.bin.tune_fusion) without loading any model again. Weight 0
+        decodes exactly as without that scorer. A nonzero weight needs its scorer loaded, i.e.
+        this decoder built with a nonzero weight (and an LM / an ``--ilm_type``)."""
+        if ilm_weight is not None and ilm_weight < 0:
+            raise ValueError(f"ilm_weight is lambda_ILM >= 0 (subtracted), got {ilm_weight}")
+        weights = dict(self.scorer_weights)
+        for name, weight, how in (("lm", lm_weight, "--lm_weight with an LM"),
+                                  ("ilm", None if ilm_weight is None else -float(ilm_weight),
+                                   "--ilm_weight with an --ilm_type")):
+            if weight is None:
+                continue
+            if name in self.scorers:
+                weights[name] = float(weight)
+            elif weight != 0.0:
+                raise ValueError(f"{name} weight {weight:g}: no {name} scorer is loaded (build the "
+                                 f"decoder with a nonzero {how})")
+        self.scorer_weights = weights
+        self.beam_search = self._build_search()  # as at construction: weight 0 leaves a scorer out
 
     def _choose_encoder_batching(self, mode: str) -> bool:
         if mode != "auto":
@@ -282,7 +340,8 @@ class BatchSpeech2Text:
 
     def _encode(self, speech, lengths):
         if self.fixed_length:
-            cif_out, _, enc_lens = self.asr_model.cif_encode(speech, lengths)
+            cif_out, _, enc_lens = self.asr_model.cif_encode(speech, lengths,
+                                                             count_from_ctc=self.count_from_ctc)
             # The first frame of positive weight starts the first token (0 if none).
             return (cif_out.outputs, cif_out.lengths, tokens_before_eos(cif_out.lengths),
                     (cif_out.fire_positions, first_weighted_frames(cif_out.alphas), enc_lens))
@@ -447,8 +506,13 @@ def plan_segments(dataset, keys: Sequence[str], lengths: Dict[str, int], args,
     return items, parts
 
 
-def inference(args: argparse.Namespace, build_scorers: Callable = build_scorers) -> Dict[str, float]:
-    """Decode every utterance of the input; returns the speed summary that is also logged."""
+def inference(args: argparse.Namespace, build_scorers: Callable = build_scorers,
+              decoder: Optional[BatchSpeech2Text] = None) -> Dict[str, float]:
+    """Decode every utterance of the input; returns the speed summary that is also logged.
+
+    ``decoder``: models already loaded (another run's, e.g. the previous cell of a weight grid),
+    used with this run's fusion weights (:func:`fusion_weights` of ``args``) instead of loading
+    them again; its other decoding options are those it was built with."""
     from espnet2.tasks.asr import ASRTask
     from espnet2.torch_utils.set_all_random_seed import set_all_random_seed
     from espnet2.train.dataset import ESPnetDataset
@@ -462,11 +526,15 @@ def inference(args: argparse.Namespace, build_scorers: Callable = build_scorers)
     try:
         logger.info("command: " + " ".join(sys.argv))
         set_all_random_seed(args.seed)
-        if args.ngpu > 0 and not torch.cuda.is_available():
-            raise RuntimeError("--ngpu 1 but no CUDA device is available")
-        t_load = time.perf_counter()
-        s2t = BatchSpeech2Text(args, build_scorers)
-        logger.info(f"models loaded in {time.perf_counter() - t_load:.1f} s")
+        if decoder is None:
+            t_load = time.perf_counter()
+            s2t = BatchSpeech2Text(args, build_scorers)
+            logger.info(f"models loaded in {time.perf_counter() - t_load:.1f} s")
+        else:
+            s2t = decoder
+            lm_weight, ilm_weight = fusion_weights(args)
+            logger.info(f"models already loaded; LM weight {lm_weight:g}, ILM weight {ilm_weight:g}")
+            s2t.set_fusion_weights(lm_weight=lm_weight, ilm_weight=ilm_weight)
 
         speech = [t for t in args.data_path_and_name_and_type if t[1] == "speech"]
         if not speech:

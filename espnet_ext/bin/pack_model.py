@@ -5,7 +5,8 @@
         [--lm_train_config exp/lm_x/config.yaml --lm_file exp/lm_x/valid.loss.ave.pth] \
         --fs 16000 --num_mel_bins 80 --outpath exp/asr_x/packed_model.zip
 
-Run from the recipe directory (the configs' relative paths start there). The file decodes with
+Run from the recipe directory (the configs' relative paths start there). A ``hugging_face`` model
+brings its tokenizer's files (from the config's ``bpemodel`` directory). The file decodes with
 ``Speech2Text(packed_model=...)`` or ``python -m espnet_ext.bin.transcribe --packed_model ...``.
 """
 import argparse

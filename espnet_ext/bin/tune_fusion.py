@@ -5,7 +5,10 @@
         --ilm_weights 0,0.1,0.2,0.3 --lm_weights 0,0.2,0.4,0.6 --output_dir exp/.../tune_dev
 
 Every grid cell is decoded by ``espnet_ext.bin.asr_inference`` (cells already decoded are reused,
-so a rerun resumes) into ``<output_dir>/ilm<a>_lm<b>/`` and scored with sclite. Writes
+so a rerun resumes) into ``<output_dir>/ilm<a>_lm<b>/`` and scored with sclite. The ASR model, the
+LM and the internal LM are loaded once, for the first cell to decode; between cells only the
+fusion weights change (:meth:`~espnet_ext.bin.asr_inference.BatchSpeech2Text.set_fusion_weights`:
+a cell of weight 0 decodes as without that scorer). Writes
 ``grid.md`` (error rates; rows lambda_ELM, columns lambda_ILM), ``grid.json``, ``heatmap.png``
 and the best pair (lowest error, ties to smaller weights) as ``best.json`` and ``best.sh``
 (``ilm_weight=...``/``lm_weight=...``, for recipes to source).
@@ -46,6 +49,14 @@ def _cell_name(ilm_w: float, lm_w: float) -> str:
     return f"ilm{ilm_w:g}_lm{lm_w:g}"
 
 
+def grid_decoder(args: argparse.Namespace) -> asr_inference.BatchSpeech2Text:
+    """The models of the whole grid, loaded once: built with the grid's largest weights, so that
+    the LM / internal LM is loaded when some cell weights it (not when all its weights are 0)."""
+    build_args = copy.copy(args)
+    build_args.lm_weight, build_args.ilm_weight = max(args.lm_weights), max(args.ilm_weights)
+    return asr_inference.BatchSpeech2Text(build_args)
+
+
 def tune(args: argparse.Namespace) -> Dict:
     from espnet_ext.recipe.scoring import score, score_types_to_units
 
@@ -57,6 +68,7 @@ def tune(args: argparse.Namespace) -> Dict:
     if args.lm_train_config is None and args.lm_file is None and any(w > 0 for w in args.lm_weights):
         raise ValueError("--lm_weights > 0 need --lm_train_config/--lm_file")
     grid: Dict[str, Dict] = {}
+    decoder = None  # loaded for the first cell to decode (none when all are reused)
     for lm_w in args.lm_weights:
         for ilm_w in args.ilm_weights:
             cell = out / _cell_name(ilm_w, lm_w)
@@ -64,8 +76,10 @@ def tune(args: argparse.Namespace) -> Dict:
             if not hyp.exists():
                 cell_args = copy.copy(args)
                 cell_args.output_dir, cell_args.lm_weight, cell_args.ilm_weight = str(cell), lm_w, ilm_w
+                if decoder is None:
+                    decoder = grid_decoder(args)
                 logging.info(f"decoding lambda_ILM={ilm_w:g} lambda_ELM={lm_w:g} -> {cell}")
-                asr_inference.inference(cell_args)
+                asr_inference.inference(cell_args, decoder=decoder)
             else:
                 logging.info(f"reusing {hyp}")
             result = score(args.ref_text, hyp, args.utt2spk, unit,
@@ -131,6 +145,7 @@ def main(cmd: Optional[Sequence[str]] = None) -> Dict:
     args = get_parser().parse_args(cmd)
     logging.basicConfig(level=args.log_level,
                         format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
+    logging.getLogger().setLevel(args.log_level)  # as asr_inference: also when logging is set up
     return tune(args)
 
 

@@ -15,7 +15,7 @@ a mix-down to mono and a resampling to the model's rate.
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -69,6 +69,31 @@ def find_model_files(model_dir: Union[str, Path]) -> Tuple[Path, Path]:
     return config, model_file
 
 
+def resolve_model(asr_train_config: Optional[Union[str, Path]] = None,
+                  asr_model_file: Optional[Union[str, Path]] = None,
+                  model_dir: Optional[Union[str, Path]] = None,
+                  packed_model: Optional[Union[str, Path]] = None,
+                  unpack_dir: Optional[Union[str, Path]] = None) -> Dict[str, object]:
+    """{asr_train_config, asr_model_file} of a model given one of three ways: ``packed_model``
+    (unpacked by :func:`espnet_ext.inference.pack.unpack_model`, whose other entries: LM, feature
+    settings, decode config, come along), ``model_dir`` (:func:`find_model_files`) or the two
+    files. One resolution for the API, the transcription CLI and the perplexity tool."""
+    if packed_model is not None:
+        if model_dir is not None or asr_train_config is not None or asr_model_file is not None:
+            raise ValueError("give either packed_model, model_dir or asr_train_config/asr_model_file")
+        from espnet_ext.inference.pack import unpack_model
+
+        return unpack_model(packed_model, unpack_dir)
+    if model_dir is not None:
+        if asr_train_config is not None or asr_model_file is not None:
+            raise ValueError("give either model_dir or asr_train_config/asr_model_file")
+        asr_train_config, asr_model_file = find_model_files(model_dir)
+    if asr_train_config is None or asr_model_file is None:
+        raise ValueError("the ASR model: give packed_model, model_dir, or asr_train_config and "
+                         "asr_model_file")
+    return {"asr_train_config": asr_train_config, "asr_model_file": asr_model_file}
+
+
 class Speech2Text:
     """A trained ASR model (+ LM / internal-LM fusion) as a callable: audio in, text and times out.
 
@@ -113,27 +138,14 @@ class Speech2Text:
         fs: Optional[int] = None,
         num_mel_bins: Optional[int] = None,
     ):
-        decode_config = None
-        if packed_model is not None:
-            if model_dir is not None or asr_train_config is not None or asr_model_file is not None:
-                raise ValueError("give either packed_model, model_dir or asr_train_config/asr_model_file")
-            from espnet_ext.inference.pack import unpack_model
-
-            unpacked = unpack_model(packed_model, unpack_dir)
-            asr_train_config, asr_model_file = unpacked["asr_train_config"], unpacked["asr_model_file"]
-            if lm_train_config is None and lm_file is None and "lm_file" in unpacked:
-                lm_train_config, lm_file = unpacked["lm_train_config"], unpacked["lm_file"]
-            fs = unpacked["feature"]["fs"] if fs is None else fs
-            num_mel_bins = unpacked["feature"]["num_mel_bins"] if num_mel_bins is None else num_mel_bins
-            decode_config = unpacked["decode_config"]
-        fs = 16000 if fs is None else fs
-        num_mel_bins = 80 if num_mel_bins is None else num_mel_bins
-        if model_dir is not None:
-            if asr_train_config is not None or asr_model_file is not None:
-                raise ValueError("give either model_dir or asr_train_config/asr_model_file")
-            asr_train_config, asr_model_file = find_model_files(model_dir)
-        if asr_train_config is None or asr_model_file is None:
-            raise ValueError("Speech2Text needs model_dir, or asr_train_config and asr_model_file")
+        model = resolve_model(asr_train_config, asr_model_file, model_dir, packed_model, unpack_dir)
+        asr_train_config, asr_model_file = model["asr_train_config"], model["asr_model_file"]
+        decode_config = model.get("decode_config")
+        if lm_train_config is None and lm_file is None and "lm_file" in model:
+            lm_train_config, lm_file = model["lm_train_config"], model["lm_file"]
+        feature = model.get("feature") or {}
+        fs = feature.get("fs", 16000) if fs is None else fs
+        num_mel_bins = feature.get("num_mel_bins", 80) if num_mel_bins is None else num_mel_bins
         if ilm_type not in ILM_TYPES:
             raise ValueError(f"ilm_type {ilm_type!r}: choose from {ILM_TYPES}")
         if dtype not in ("float16", "float32", "float64"):
@@ -181,6 +193,17 @@ class Speech2Text:
         self.space_symbol = "<space>" if "<space>" in self.asr_model.token_list else None
         self.unit_seconds = args.frame_shift if self.takes_features else 1.0 / fs
         self.encoder_shift = self._encoder_frame_shift() if self.decoder.fixed_length else None
+
+    def set_fusion_weights(self, lm_weight: Optional[float] = None,
+                           ilm_weight: Optional[float] = None) -> None:
+        """Change the LM weight and lambda_ILM (None: unchanged) without loading anything again
+        (:meth:`BatchSpeech2Text.set_fusion_weights`): weight 0 decodes as without the scorer; a
+        nonzero one needs its scorer loaded, i.e. built here with a nonzero weight."""
+        self.decoder.set_fusion_weights(lm_weight=lm_weight, ilm_weight=ilm_weight)
+        if lm_weight is not None:
+            self.args.lm_weight = lm_weight
+        if ilm_weight is not None:
+            self.args.ilm_weight = ilm_weight
 
     def _encoder_frame_shift(self) -> float:
         """Seconds per encoder frame: input unit (feature frame, or sample) x the subsampling,

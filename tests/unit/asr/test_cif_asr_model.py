@@ -295,6 +295,33 @@ def test_cif_encode_with_an_utterance_that_fires_nothing(cif_task, tiny_data):
     assert torch.isfinite(loss) and float(stats["cif_count_err"]) == pytest.approx((0 + 2) / 2)
 
 
+def test_cif_count_from_the_ctc_greedy_path(cif_task, tiny_data):
+    torch.manual_seed(0)
+    model = _build(cif_task, tiny_data).eval()
+    vocab = model.ctc.ctc_lo.out_features
+    # Greedy CTC labels per encoder frame, forced through a CTC layer that copies a one-hot
+    # "encoder output": [a a _ b _ b c c] = a, b, b, c = 4 tokens; the second utterance's
+    # frames beyond its length (3: [a _ a]) = 2 tokens do not count.
+    paths = [[2, 2, 0, 3, 0, 3, 4, 4], [2, 0, 2, 5, 5, 5, 5, 5]]
+    enc_dim = model.ctc.ctc_lo.in_features
+    with torch.no_grad():
+        model.ctc.ctc_lo.weight.zero_()
+        model.ctc.ctc_lo.bias.zero_()
+        model.ctc.ctc_lo.weight[:, :vocab] = torch.eye(vocab)
+        enc = torch.zeros(2, 8, enc_dim)
+        for b, path in enumerate(paths):
+            enc[b, torch.arange(8), torch.tensor(path)] = 10.0
+        counts = model.ctc_token_counts(enc, torch.tensor([8, 3]))
+    assert counts.tolist() == [4, 2]
+    # cif_encode fires exactly the CTC count (+ EOS) whatever the weights sum to.
+    speech, lengths = torch.randn(2, 400, 20), torch.tensor([400, 320])
+    with torch.no_grad():
+        cif_out, enc, enc_lens = model.cif_encode(speech, lengths, count_from_ctc=True)
+        expected = model.ctc_token_counts(enc, enc_lens) + 1
+    assert cif_out.lengths.tolist() == expected.tolist()
+    assert cif_out.outputs.shape[:2] == (2, int(expected.max()))
+
+
 def test_distillation_hook(cif_task, tiny_data):
     from espnet_ext.distill.hkd import HierarchicalDistiller
 

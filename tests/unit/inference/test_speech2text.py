@@ -242,6 +242,28 @@ def test_lm_and_internal_lm_options(audio_model, s2t, waves, tmp_path_factory):
 
 
 
+def test_fusion_weights_change_without_reloading(audio_model, s2t, waves, tmp_path_factory):
+    """set_fusion_weights on a model loaded with LM and ILME-Z: weights 0 decode as the model
+    without them (the plain ``s2t``), other weights as a model built with those weights."""
+    lm = tiny_audio_lm(tmp_path_factory.getbasetemp() / "audio_cif")
+    common = dict(asr_train_config=audio_model.exp / "config.yaml", asr_model_file=audio_model.model_file,
+                  beam_size=BEAM, lm_train_config=lm / "config.yaml", lm_file=lm / "valid.loss.ave.pth")
+    inputs = [waves[u][0] for u in sorted(waves)]
+    fused = Speech2Text(**common, lm_weight=0.5, ilm_type="zero", ilm_weight=0.3)
+    want_fused = fused(inputs)
+    assert [r.score for r in want_fused] != [r.score for r in s2t(inputs)]  # the weights count
+    fused.set_fusion_weights(lm_weight=0.0, ilm_weight=0.0)
+    assert fused.decoder.beam_search.weights == {"decoder": 1.0}
+    assert fused(inputs) == s2t(inputs)
+    fused.set_fusion_weights(lm_weight=0.2)  # the ILM weight stays 0
+    assert fused(inputs) == Speech2Text(**common, lm_weight=0.2)(inputs)
+    fused.set_fusion_weights(lm_weight=0.5, ilm_weight=0.3)
+    assert fused(inputs) == want_fused
+    assert fused.args.lm_weight == 0.5 and fused.args.ilm_weight == 0.3
+    with pytest.raises(ValueError, match="no lm scorer is loaded"):
+        s2t.set_fusion_weights(lm_weight=0.1)  # built without an LM
+
+
 def test_attention_model_has_no_times(waves, tmp_path_factory):
     """A stock ESPnet attention model decodes through the same API, without timestamps."""
     las = tiny_audio_las(tmp_path_factory.getbasetemp() / "audio_cif")
