@@ -16,7 +16,7 @@ known transcripts) exactly, which tests/unit/inference/test_speech2text.py check
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -31,8 +31,10 @@ TOKENS = ["<blank>", "<unk>", *LETTERS, "<space>", "<sos/eos>"]
 FIT_EPOCHS = 5
 
 
-def synthesize(text: str, rng: np.random.Generator) -> np.ndarray:
-    """int16 waveform of ``text`` (letters of LETTERS and spaces) at FS."""
+def synthesize(text: str, rng: np.random.Generator, word_times: Optional[list] = None) -> np.ndarray:
+    """int16 waveform of ``text`` (letters of LETTERS and spaces) at FS; ``word_times`` (a list)
+    receives (word, start, end) in seconds: a word runs from its first tone's start to its last
+    tone's end."""
 
     def seconds(lo: float, hi: float) -> int:
         return int(rng.uniform(lo, hi) * FS)
@@ -51,6 +53,12 @@ def synthesize(text: str, rng: np.random.Generator) -> np.ndarray:
         env[:ramp] = env[-ramp:][::-1] = 0.5 - 0.5 * np.cos(np.pi * np.arange(ramp) / ramp)
         parts.append(tone * env + rng.normal(0, 8, n))
     parts.append(rng.normal(0, 8, seconds(0.08, 0.15)))
+    if word_times is not None:
+        edges = np.cumsum([0] + [len(p) for p in parts]) / FS  # part i spans edges[i]..edges[i+1]
+        start = 1  # parts[0] is the leading near-silence; part k + 1 is character k
+        for word in text.split(" "):
+            word_times.append((word, float(edges[start]), float(edges[start + len(word)])))
+            start += len(word) + 1
     return np.clip(np.round(np.concatenate(parts)), -32768, 32767).astype(np.int16)
 
 
@@ -62,8 +70,13 @@ def _write_split(root: Path, name: str, texts: List[str], rng: np.random.Generat
     d = root / name
     (d / "wav").mkdir(parents=True, exist_ok=True)
     utts = {f"{name}{i:02d}": text for i, text in enumerate(texts)}
+    ctm = []
     for utt, text in utts.items():
-        soundfile.write(str(d / "wav" / f"{utt}.wav"), synthesize(text, rng), FS, subtype="PCM_16")
+        times: list = []
+        soundfile.write(str(d / "wav" / f"{utt}.wav"), synthesize(text, rng, times), FS,
+                        subtype="PCM_16")
+        ctm += [f"{utt} 1 {start:.3f} {end - start:.3f} {word}\n" for word, start, end in times]
+    (d / "word_times.ctm").write_text("".join(ctm))
     (d / "wav.scp").write_text("".join(f"{u} {d / 'wav' / u}.wav\n" for u in utts))
     (d / "text").write_text("".join(f"{u} {t}\n" for u, t in utts.items()))
     extract_to_ark(str(d / "wav.scp"), str(d / "feats.ark"), str(d / "feats.scp"),
@@ -72,7 +85,8 @@ def _write_split(root: Path, name: str, texts: List[str], rng: np.random.Generat
     (d / "speech_shape").write_text("".join(f"{u} {frames[u]},80\n" for u in utts))
     (d / "text_shape").write_text("".join(f"{u} {len(t)}\n" for u, t in utts.items()))
     return {"dir": d, "wav_scp": d / "wav.scp", "text": d / "text", "feats_scp": d / "feats.scp",
-            "speech_shape": d / "speech_shape", "text_shape": d / "text_shape"}
+            "speech_shape": d / "speech_shape", "text_shape": d / "text_shape",
+            "word_times": d / "word_times.ctm"}
 
 
 def _data_args(train: Dict[str, Path], valid: Dict[str, Path]) -> List[str]:

@@ -10,6 +10,9 @@ with ``first_weighted`` the first encoder frame whose CIF weight is positive (sp
 carried no weight: leading silence). ``shift`` is the feature frame shift times the encoder's
 subsampling. Word times span their pieces: sentencepiece ``▁`` starts a word, wordpiece ``##``
 continues one, a char token list with ``<space>`` splits at it, any other token is a word.
+
+:func:`ctc_alignment_times` gives the usual baseline from a CTC branch: the frames a forced
+alignment of the same tokens assigns to each of them.
 """
 from typing import List, Optional, Sequence, Tuple
 
@@ -75,3 +78,24 @@ def word_spans(tokens: Sequence[str], times: Sequence[Span], token_type: Optiona
             words[-1][0] += text
             words[-1][2] = end
     return [(w, s, e) for w, s, e in words if w]
+
+
+def ctc_alignment_times(log_probs: torch.Tensor, token_ids: Sequence[int], shift: float,
+                        blank: int = 0) -> Optional[List[Span]]:
+    """(start, end) seconds of each token from a CTC forced alignment of ``token_ids`` to
+    ``log_probs`` (T, V): a token spans the frames the Viterbi path gives it (CTC's peaky
+    posteriors make these short). None when the frames cannot hold the tokens (with the blanks
+    that repeated tokens need)."""
+    import torchaudio.functional as AF
+
+    if not token_ids:
+        return []
+    repeats = sum(a == b for a, b in zip(token_ids, token_ids[1:]))
+    if log_probs.size(0) < len(token_ids) + repeats:
+        return None
+    targets = torch.tensor([list(token_ids)], dtype=torch.int32)
+    path, scores = AF.forced_align(log_probs[None].float().cpu(), targets, blank=blank)
+    spans = AF.merge_tokens(path[0], scores[0].exp(), blank=blank)
+    if len(spans) != len(token_ids):
+        raise RuntimeError(f"forced alignment gave {len(spans)} spans for {len(token_ids)} tokens")
+    return [(round(s.start * shift, 6), round(s.end * shift, 6)) for s in spans]

@@ -9,7 +9,8 @@ experiment also gets its model classes and config (from ``config.yaml``), parame
 decoding wall time. Then the LM perplexities, the wall and CPU time of every stage
 (``<exp>/stage_times.tsv``, written by asr.sh), the learning curves, the CIF fire plots, and the
 section files earlier stages wrote: Table 3 of each internal-LM experiment
-(``<exp>/ilm_*/RESULTS.md``) and HKD Table 1 (``<exp>/table1_*.md``).
+(``<exp>/ilm_*/RESULTS.md``), HKD Table 1 (``<exp>/table1_*.md``) and both over seeds
+(``<exp>/seed_tables.md``).
 """
 import datetime
 import os
@@ -169,12 +170,15 @@ def fire_plots_section(roots: List[Path]) -> List[str]:
 
 def section_files(roots: List[Path]) -> List[Path]:
     """Sections written by earlier stages (and earlier asr.sh calls of the recipe): Table 3 of
-    every internal-LM experiment, then HKD Table 1 of every distiller set."""
+    every internal-LM experiment, then HKD Table 1 of every distiller set, then both tables over
+    seeds (``seed_tables.md``, local/seed_tables.sh)."""
     found = []
     for root in roots:
         found += sorted(root.glob("ilm_*/RESULTS.md"))
     for root in roots:
         found += sorted(root.glob("table1_*.md"))
+    for root in roots:
+        found += sorted(root.glob("seed_tables*.md"))
     return found
 
 
@@ -191,7 +195,9 @@ def render(roots: List[Path], title: str = "RESULTS") -> str:
         cfg = _yaml(exp / "config.yaml")
         parts = [f"{k} {cfg[k]}" for k in ("encoder", "decoder") if cfg.get(k)]
         model = str(cfg.get("model", "?")) + (f" ({', '.join(parts)})" if parts else "")
-        train_logs = sorted(exp.glob("train*.log"))
+        # train.log and ESPnet's rotated train.<n>.log of earlier runs; not the logs of the other
+        # nodes of a multi-node training (train.node<k>.log: same run).
+        train_logs = sorted(p for p in exp.glob("train*.log") if re.fullmatch(r"train(\.\d+)?\.log", p.name))
         train_sec = [s for s in (log_elapsed(p) for p in train_logs) if s is not None]
         lines += [f"## {exp}", "",
                   f"- model: {model}; parameters: {_human(count_parameters(exp))}",
@@ -225,6 +231,9 @@ def render(roots: List[Path], title: str = "RESULTS") -> str:
                              f"{r['serr']:.1f}|{length_difference(r):+.2f}|")
             lines += ["", "Len: mean hypothesis minus reference length per utterance, in "
                       f"{_UNITS.get(metric, metric)} ((Ins - Del) x Wrd / Snt).", ""]
+        for table in sorted(exp.glob("timestamps/*/timestamps.md")):
+            lines += [f"### Word timestamps ({table.parent.name}, no LM)", "",
+                      table.read_text(encoding="utf-8").rstrip("\n"), ""]
     ppl_rows = []
     for root in roots:
         for ppl in sorted(root.rglob("perplexity_*/ppl")):

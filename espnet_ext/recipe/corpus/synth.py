@@ -14,6 +14,9 @@ and King James Bible clauses (cross-domain). Subsets:
   the cross pool, its speaker shuffles last), so adding it leaves every other subset, LM text and
   speaker assignment of the same seed unchanged.
 
+Every dev/test data dir also gets ``word_times.ctm``: the synthesiser's own word times
+(:mod:`espnet_ext.recipe.corpus.word_times`), against which model timestamps are measured.
+
 LM text (``data/local/lm_in/text``, ``data/local/lm_cross/text``) excludes every dev/test
 sentence, which is checked after writing and reported in ``data/local/lm_leak_report.txt``.
 Everything is a function of the config and the seed; wav names hash (speaker, text), so reruns
@@ -43,6 +46,14 @@ from espnet_ext.recipe.corpus.voices import (
     synthesize_espeak,
     synthesize_festival,
     wav_seconds,
+)
+from espnet_ext.recipe.corpus.word_times import (
+    EspeakTimer,
+    WordTime,
+    ctm_lines,
+    festival_words_path,
+    read_words_file,
+    words_match,
 )
 from espnet_ext.utils.kaldi_table import read_table_dict
 
@@ -379,6 +390,25 @@ def synthesize(utterances: Sequence[Utterance], corpus_dir: Path, nj: int, synth
     return failures
 
 
+def reference_word_times(utts: Sequence[Utterance]) -> Tuple[Dict[str, List[WordTime]], List[str]]:
+    """({utt: [(word, start, end)]}, untimed utt ids): festival's ``.words`` files written with
+    the wavs, espeak-ng's from its library (the same samples as the command's wav)."""
+    timer = EspeakTimer()
+    times: Dict[str, List[WordTime]] = {}
+    untimed: List[str] = []
+    for u in utts:
+        if u.voice.engine == "festival":
+            words = read_words_file(festival_words_path(u.wav))
+        else:
+            words = timer.word_times(f"{u.voice.name}+{u.voice.variant}", u.voice.rate,
+                                     u.voice.pitch, u.text)
+        if words is not None and words_match(u.text, words):
+            times[u.utt_id] = words
+        else:
+            untimed.append(u.utt_id)
+    return times, untimed
+
+
 # ----------------------------------------------------------------------------- writing
 def _write_lines(path: Path, lines: Iterable[str]) -> None:
     """Write atomically, so an interrupted run never leaves a half-written Kaldi file."""
@@ -390,8 +420,10 @@ def _write_lines(path: Path, lines: Iterable[str]) -> None:
     os.replace(tmp, path)
 
 
-def write_data_dir(data_dir: Path, utts: Sequence[Utterance], seconds: Dict[Path, float]) -> None:
-    """Kaldi data dir: wav.scp (absolute paths), text, utt2spk, spk2utt, utt2dur; C-sorted."""
+def write_data_dir(data_dir: Path, utts: Sequence[Utterance], seconds: Dict[Path, float],
+                   word_times: Optional[Dict[str, List[WordTime]]] = None) -> None:
+    """Kaldi data dir: wav.scp (absolute paths), text, utt2spk, spk2utt, utt2dur; C-sorted.
+    With ``word_times`` ({utt: [(word, start, end)]}) also ``word_times.ctm`` (NIST CTM)."""
     utts = sorted(utts, key=lambda u: u.utt_id)
     ids = [u.utt_id for u in utts]
     if len(set(ids)) != len(ids):
@@ -404,6 +436,10 @@ def write_data_dir(data_dir: Path, utts: Sequence[Utterance], seconds: Dict[Path
     _write_lines(data_dir / "utt2spk", (f"{u.utt_id} {u.voice.speaker_id}" for u in utts))
     _write_lines(data_dir / "spk2utt", (f"{s} {' '.join(us)}" for s, us in sorted(spk2utt.items())))
     _write_lines(data_dir / "utt2dur", (f"{u.utt_id} {seconds[u.wav]:.3f}" for u in utts))
+    if word_times is not None:
+        _write_lines(data_dir / "word_times.ctm",
+                     (line for u in utts if u.utt_id in word_times
+                      for line in ctm_lines(u.utt_id, word_times[u.utt_id])))
 
 
 def leak_report(data_dir: Path) -> Tuple[int, List[str]]:
@@ -531,8 +567,15 @@ def _build(cfg, data_dir: Path, corpus_dir: Path, seed: int, nj: int, log_dir: P
             failed_utts.append((utt, failures.get(utt.wav, "no wav")))
     _write_lines(log_dir / "synth_failures.txt",
                  (f"{u.utt_id}\t{u.wav}\t{reason}" for u, reason in failed_utts))
+    word_times, untimed = reference_word_times([u for s in EVAL_SUBSETS for u in by_subset[s]])
     for subset in SUBSETS:
-        write_data_dir(data_dir / subset, by_subset[subset], seconds)
+        write_data_dir(data_dir / subset, by_subset[subset], seconds,
+                       word_times if subset in EVAL_SUBSETS else None)
+    if untimed:
+        logger.warning("%d dev/test utterances have no reference word times (the synthesiser's "
+                       "words differ from the transcript's, or a reused festival wav has no "
+                       ".words file): %s%s", len(untimed), " ".join(untimed[:10]),
+                       " ..." if len(untimed) > 10 else "")
     for name, sentences in plan.lm_text.items():
         _write_lines(data_dir / "local" / name / "text",
                      (f"{name}_{i:06d} {s}" for i, s in enumerate(sentences)))
@@ -544,6 +587,7 @@ def _build(cfg, data_dir: Path, corpus_dir: Path, seed: int, nj: int, log_dir: P
         logger.info("leak check: %s", line)
 
     stats = _statistics(plan, by_subset, seconds, failed_utts)
+    stats["word_times"] = {"timed": len(word_times), "untimed": len(untimed)}
     stats.update(seed=seed, nj=nj, wall_seconds=round(time.time() - t0, 1),
                  synthesis_seconds=round(synth_seconds, 1), synthesised=len(pending) - len(failures),
                  reused=reused, failed=len(failed_utts), corpus_dir=str(corpus_dir))
@@ -605,4 +649,7 @@ def format_stats(stats: Dict[str, Any]) -> List[str]:
     lines.append(f"synthesised {stats['synthesised']}, reused {stats['reused']}, failed {stats['failed']}; "
                  f"synthesis {stats['synthesis_seconds']} s, total {stats['wall_seconds']} s "
                  f"(nj={stats['nj']})")
+    if "word_times" in stats:
+        lines.append(f"reference word times: {stats['word_times']['timed']} dev/test utterances "
+                     f"({stats['word_times']['untimed']} without)")
     return lines

@@ -16,6 +16,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from espnet_ext.recipe.corpus.word_times import FESTIVAL_WORD_TIMES_SCHEME, festival_words_path
+
 SAMPLE_RATE = 16000
 MIN_SECONDS = 0.3
 MIN_RMS = 1e-3  # of full scale; synthetic speech sits around 0.05-0.1
@@ -152,7 +154,8 @@ def _scheme_string(text: str) -> str:
 
 
 def festival_script(items: Sequence[Tuple[Voice, str, Path]]) -> str:
-    """A festival batch script saving each (voice, text, wav) to ``wav``'s temporary file.
+    """A festival batch script saving each (voice, text, wav) to ``wav``'s temporary file, and
+    its word times to ``<wav>.words`` (:mod:`espnet_ext.recipe.corpus.word_times`).
 
     The voice is re-selected whenever the speaker changes, because selecting a voice resets its
     prosody; so an utterance's audio depends only on its own speaker and text, never on which
@@ -170,9 +173,11 @@ def festival_script(items: Sequence[Tuple[Voice, str, Path]]) -> str:
                 lines.append(f"(set! int_lr_params '((target_f0_mean {voice.f0_mean}) "
                              f"(target_f0_std {std:.1f}) {_MODEL_F0}))")
             current = voice
-        lines.append(f"(utt.save.wave (utt.wave.resample (SynthText {_scheme_string(text)}) "
-                     f"{SAMPLE_RATE}) {_scheme_string(str(tmp_path(wav)))} 'riff)")
-    return "\n".join(lines) + "\n"
+        lines.append(f"(set! utt (SynthText {_scheme_string(text)}))")
+        lines.append(f"(utt.save.wave (utt.wave.resample utt {SAMPLE_RATE}) "
+                     f"{_scheme_string(str(tmp_path(wav)))} 'riff)")
+        lines.append(f"(save_word_times utt {_scheme_string(str(festival_words_path(wav)))})")
+    return FESTIVAL_WORD_TIMES_SCHEME + "\n".join(lines) + "\n"
 
 
 def run_festival(items: Sequence[Tuple[Voice, str, Path]], workdir: Path, timeout: float) -> str:

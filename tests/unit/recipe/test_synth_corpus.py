@@ -17,6 +17,7 @@ import soundfile as sf
 from espnet_ext.recipe.corpus import synth
 from espnet_ext.recipe.corpus.text import normalize_sentence
 from espnet_ext.recipe.corpus.voices import Voice, synthesize_espeak, synthesize_festival
+from espnet_ext.recipe.corpus.word_times import EspeakTimer, espeak_words, read_ctm
 
 RECIPE = Path(__file__).resolve().parents[3] / "egs" / "minisynth" / "asr1"
 SEED = 3
@@ -114,6 +115,74 @@ def test_wavs_are_16k_mono_speech_of_plausible_length(tiny):
             assert abs(seconds - durations[utt]) < 0.002
             words = len(texts[utt].split())
             assert 0.12 * words < seconds < 1.0 * words + 1.5, (utt, words, seconds)
+
+
+def _speech_edges(audio: np.ndarray, rate: int = 16000):
+    """(first, last) second at which 10 ms frames exceed 0.5 % of the utterance's peak level."""
+    frames = audio[: len(audio) // 160 * 160].reshape(-1, 160)
+    level = np.abs(frames).max(axis=1)
+    loud = np.nonzero(level > 0.005 * level.max())[0]
+    return loud[0] * 0.01, (loud[-1] + 1) * 0.01
+
+
+def test_dev_and_test_sets_have_the_synthesisers_word_times(tiny):
+    """word_times.ctm of every dev/test utterance: the transcript's words, in order, inside the
+    wav; the first word starts and the last ends where the audio itself starts and stops."""
+    data, _ = tiny
+    stats = json.loads((data / "local" / "corpus_stats.json").read_text())
+    n_eval = sum(TINY[s] for s in synth.EVAL_SUBSETS)
+    assert stats["word_times"] == {"timed": n_eval, "untimed": 0}
+    assert not (data / "train" / "word_times.ctm").exists()
+    engines = set()
+    for subset in synth.EVAL_SUBSETS:
+        ctm = read_ctm(data / subset / "word_times.ctm")
+        texts, wavs = dict(read_kv(data / subset / "text")), dict(read_kv(data / subset / "wav.scp"))
+        assert sorted(ctm) == sorted(texts)
+        for utt, words in ctm.items():
+            assert [w for u, _, _ in words for w in u.split("+")] == texts[utt].split(), utt
+            audio, _ = sf.read(wavs[utt], dtype="float32")
+            ends = [0.0] + [e for _, _, e in words]
+            for (w, start, end), before in zip(words, ends):
+                assert before - 2e-3 <= start < end <= len(audio) / 16000 + 2e-3, (utt, w)  # ms rounding
+            onset, offset = _speech_edges(audio)
+            assert abs(words[0][1] - onset) < 0.06, (utt, words[0], onset)
+            assert abs(words[-1][2] - offset) < 0.08, (utt, words[-1], offset)
+            engines.add("espeak" if utt.startswith("en") else "festival")  # espeak ids: accent first
+    assert engines == {"espeak", "festival"}
+
+
+def test_espeak_library_reads_as_the_command_does():
+    """The premise of espeak-ng's word times: the library's samples are the command's (which
+    appends silence), for several readings in a row and for voices found by language."""
+    timer = EspeakTimer()
+    text = "the quick brown fox jumps over it, said he"
+    for voice, rate, pitch in [("en-gb+m5", 170, 55), ("en-us+m7", 140, 35), ("en-gb+m5", 170, 55),
+                               ("en-gb-x-rp+f2", 185, 65)]:
+        events, samples, sample_rate = timer.synthesize(voice, rate, pitch, text, samples=True)
+        wav = subprocess.run(["espeak-ng", "-v", voice, "-s", str(rate), "-p", str(pitch),
+                              "--stdout", text], capture_output=True, check=True).stdout
+        command = np.frombuffer(wav[44:], dtype="<i2")  # 44-byte RIFF header, 22.05 kHz
+        assert sample_rate == 22050
+        assert np.array_equal(command[:len(samples)], np.array(samples, dtype=np.int16)), voice
+        assert np.abs(command[len(samples):].astype(np.int32)).max(initial=0) < 0.03 * 32768
+        words = espeak_words(text, events, sample_rate)
+        assert [w for u, _, _ in words for w in u.split("+")] == text.replace(",", "").split()
+        assert words[-1][2] <= len(samples) / sample_rate
+
+
+def test_espeak_word_times_from_events():
+    # Events as libespeak-ng reports them for "go on, there are" (type, text position, length,
+    # sample, phoneme): a word starts at its first phoneme and ends at the next phoneme, pause or
+    # end; "there are" is read as one unit (no word event of its own for "are").
+    word, phoneme, end = 1, 7, 5
+    events = [(word, 1, 2, 0, b"\x01"), (phoneme, 1, 0, 100, b"g"), (phoneme, 1, 0, 300, b"oU"),
+              (word, 4, 2, 800, b"\x02"), (phoneme, 4, 0, 800, b"0"), (phoneme, 4, 0, 1000, b"n"),
+              (phoneme, 6, 0, 1200, b"_:"), (end, 6, 0, 1500, b"\x01"),
+              (word, 8, 5, 1500, b"\x03"), (phoneme, 8, 0, 1600, b"D"), (phoneme, 8, 0, 1700, b"e@"),
+              (phoneme, 8, 0, 1800, b"r"), (phoneme, 8, 0, 1900, b"A@"),
+              (phoneme, 17, 0, 2100, b"_"), (end, 17, 0, 2200, b"\x01")]
+    assert espeak_words("go on, there are", events, 1000) == [
+        ("go", 0.1, 0.8), ("on", 0.8, 1.2), ("there+are", 1.6, 2.1)]
 
 
 def test_speaker_design(tiny):
