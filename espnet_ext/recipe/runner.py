@@ -13,6 +13,13 @@ Backends: ``local`` runs the jobs as parallel processes (at most ``--max_jobs_ru
 nproc // num_threads at a time); ``slurm`` submits one ``sbatch --array --wait`` per call, with the
 options translated by a Kaldi-style ``conf/slurm.conf`` (see :class:`SlurmConfig`). This module
 needs only the standard library, so the runners start in milliseconds on any node.
+
+Multi-node jobs (``slurm`` backend, ``--num_nodes N`` > 1, one job): the job gets N nodes and its
+batch script starts CMD once per node (``srun``, one task per node, the step ended when a task
+fails), as ESPnet's launcher does for ``slurm.pl``. Each node writes its own log with header and
+footer: node 0 the job's LOG, node k ``<LOG stem>.node<k><suffix>`` beside it (``train.log``,
+``train.node1.log``; see :func:`node_log`). The runner fails when any node fails and names the
+failed nodes' logs, the first one to fail first. The local backend ignores ``--num_nodes``.
 """
 import dataclasses
 import os
@@ -151,12 +158,12 @@ def first_error(path: str, max_lines: int = 12) -> str:
     return ""
 
 
-def _report_failures(prog: str, failed: List[Tuple[int, str, str]], total: int) -> None:
-    """failed: (job id, log path, reason). Shows the first failed log's first Python error,
-    then its last lines."""
-    for job_id, log, reason in failed:
-        print(f"{prog}: job {job_id} failed ({reason}); log: {log}", file=sys.stderr)
-    job_id, log, _ = failed[0]
+def _report_failures(prog: str, failed: List[Tuple[str, str, str]], total: int) -> None:
+    """failed: (what, log path, reason), what being "job 3" or "node 1". Shows the first failed
+    log's first Python error, then its last lines."""
+    for what, log, reason in failed:
+        print(f"{prog}: {what} failed ({reason}); log: {log}", file=sys.stderr)
+    _, log, _ = failed[0]
     error = first_error(log)
     if error:
         print(f"{prog}: first error in {log}:\n{error}", file=sys.stderr)
@@ -259,7 +266,7 @@ def run_local(req: Request, prog: str = "run.py") -> int:
                 f.close()
                 del running[job_id]
                 if code != 0:
-                    failed.append((job_id, log, f"exit code {code}"))
+                    failed.append((f"job {job_id}", log, f"exit code {code}"))
     finally:
         for s, h in old.items():
             signal.signal(s, h)
@@ -267,7 +274,7 @@ def run_local(req: Request, prog: str = "run.py") -> int:
         print(f"{prog}: interrupted; running jobs were terminated", file=sys.stderr)
         return 130
     if failed:
-        failed.sort()
+        failed.sort(key=lambda f: int(f[0].split()[1]))
         _report_failures(prog, failed, len(req.job_ids))
         return 1
     return 0
@@ -371,18 +378,71 @@ def _job_script(req: Request, cwd: str) -> str:
     ])
 
 
-def _wait_for_array(proc: subprocess.Popen, job_id: str, req: Request) -> None:
+def node_log(log: str, node: int) -> str:
+    """The log of node ``node`` of a multi-node job whose log is ``log``: ``log`` itself for
+    node 0 (where a single-node run writes it), else ``.node<k>`` before the suffix
+    (``exp/a/train.log`` -> ``exp/a/train.node1.log``)."""
+    if node == 0:
+        return log
+    head, name = os.path.split(log)
+    stem, dot, suffix = name.rpartition(".")
+    name = f"{stem}.node{node}.{suffix}" if dot and stem else f"{name}.node{node}"
+    return os.path.join(head, name)
+
+
+def _multi_node_script(req: Request, cwd: str, nodes: int, script: str) -> str:
+    """Batch script of a job over ``nodes`` nodes. Started by sbatch (on the first node), it runs
+    itself once per node through srun (``script node``); each of those tasks writes its node's
+    log (:func:`node_log`) with the header and footer of a single job. srun ends the other tasks
+    when one exits non-zero (``--kill-on-bad-exit``); they still write their footer (exit code
+    143) unless killed outright."""
+    threads = req.num_threads()
+    log = req.expand(req.log, req.start)
+    cases = [f"  {k}) log={shlex.quote(node_log(log, k))} ;;" for k in range(nodes)]
+    return "\n".join([
+        "#!/usr/bin/env bash",
+        f"cd {shlex.quote(cwd)} || exit 1",
+        'if [ "${1:-}" != node ]; then',
+        f"  exec srun --nodes={nodes} --ntasks={nodes} --ntasks-per-node=1 --kill-on-bad-exit=1 \\",
+        "    ${SLURM_CPUS_PER_TASK:+--cpus-per-task=$SLURM_CPUS_PER_TASK} \\",
+        f"    bash {shlex.quote(script)} node",
+        "fi",
+        'node=${SLURM_NODEID:?not run as a task of srun}',
+        'case "$node" in',
+        *cases,
+        '  *) echo "unexpected node id $node" >&2; exit 2 ;;',
+        "esac",
+        f"cmd={shlex.quote(req.expand(req.command, req.start))}",
+        f"export OMP_NUM_THREADS=${{SLURM_CPUS_PER_TASK:-{threads}}}",
+        "export MKL_NUM_THREADS=$OMP_NUM_THREADS OPENBLAS_NUM_THREADS=$OMP_NUM_THREADS",
+        'mkdir -p "$(dirname "$log")"',
+        '{ printf "# %s\\n" "$cmd"; printf "# Started at %s\\n" "$(date)"',
+        f'  printf "# Slurm job %s, node %s of {nodes}: %s\\n#\\n" "$SLURM_JOB_ID" "$node" '
+        '"${SLURMD_NODENAME:-$(hostname)}"; } > "$log"',
+        "trap : TERM  # when srun ends the step: let the command end, then write the footer",
+        "t0=$(date +%s)",
+        'bash -c "$cmd" < /dev/null >> "$log" 2>&1',
+        "ret=$?",
+        "t1=$(date +%s)",
+        f'echo "# Accounting: time=$((t1 - t0)) threads={threads}" >> "$log"',
+        'echo "# Ended (code $ret) at $(date), elapsed time $((t1 - t0)) seconds" >> "$log"',
+        "exit $ret",
+        "",
+    ])
+
+
+def _wait_for_array(proc: subprocess.Popen, job_id: str, logs: Sequence[str]) -> None:
     """Wait for ``sbatch --wait`` to return, or stop it early once the job is over.
 
     sbatch --wait polls the controller at growing intervals (up to ~30 s), so short array jobs
-    would wait far longer than they run. The job is over when every task log has its footer and
-    squeue no longer lists the job; the footers then hold every task's exit status.
+    would wait far longer than they run. The job is over when every task's (or node's) log has
+    its footer and squeue no longer lists the job; the footers then hold every exit status.
     """
     delay = 0.5
     while proc.poll() is None:
         time.sleep(delay)
         delay = min(delay * 1.5, 5.0)
-        if any(log_status(req.expand(req.log, j)) is None for j in req.job_ids):
+        if any(log_status(log) is None for log in logs):
             continue
         q = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%i"], capture_output=True,
                            text=True)
@@ -392,19 +452,31 @@ def _wait_for_array(proc: subprocess.Popen, job_id: str, req: Request) -> None:
 
 
 def run_slurm(req: Request, prog: str = "slurm.py") -> int:
-    """Submit the jobs as one ``sbatch --array --wait``; returns 0 when all tasks succeeded."""
+    """Submit the jobs as one ``sbatch --array --wait`` (a job with ``--num_nodes`` > 1: over
+    that many nodes, see :func:`_multi_node_script`); returns 0 when all tasks succeeded."""
     conf = SlurmConfig.load(req.options.get("config"))
+    nodes = int(req.options.get("num_nodes", 1))
+    if nodes > 1 and len(req.job_ids) > 1:
+        raise UsageError(f"--num_nodes {nodes} runs one job over {nodes} nodes; "
+                         f"got {len(req.job_ids)} jobs ({req.var}={req.start}:{req.end})")
     log0 = Path(req.expand(req.log, req.start))
     qdir = log0.parent / "q"
     qdir.mkdir(parents=True, exist_ok=True)
     base = Path(req.log).name
     script = qdir / (req.expand(base, "JOB") if req.var else base)
     script = script.with_name(script.name + ".sh")
-    script.write_text(_job_script(req, os.getcwd()), encoding="utf-8")
+    # (what, its log, its array task id)
+    if nodes > 1:
+        logs = [(f"node {k}", node_log(str(log0), k), req.start) for k in range(nodes)]
+        text = _multi_node_script(req, os.getcwd(), nodes, os.path.abspath(script))
+    else:
+        logs = [(f"job {j}", req.expand(req.log, j), j) for j in req.job_ids]
+        text = _job_script(req, os.getcwd())
+    script.write_text(text, encoding="utf-8")
     script.chmod(0o755)
     # Stale logs from an earlier run must not be mistaken for this run's results.
-    for job_id in req.job_ids:
-        Path(req.expand(req.log, job_id)).unlink(missing_ok=True)
+    for _, log, _ in logs:
+        Path(log).unlink(missing_ok=True)
     array = f"{req.start}-{req.end}"
     if "max_jobs_run" in req.options:
         array += f"%{req.options['max_jobs_run']}"
@@ -434,7 +506,7 @@ def run_slurm(req: Request, prog: str = "slurm.py") -> int:
         if job["id"] and job["interrupted"]:  # signalled before the id was known
             subprocess.run(["scancel", job["id"]], check=False)
         elif job["id"]:
-            _wait_for_array(proc, job["id"], req)
+            _wait_for_array(proc, job["id"], [log for _, log, _ in logs])
         out, err = proc.communicate()
     finally:
         for s, h in old.items():
@@ -446,24 +518,37 @@ def run_slurm(req: Request, prog: str = "slurm.py") -> int:
         print(f"{prog}: submission failed: {shlex.join(cmd)}\n{err.strip()}", file=sys.stderr)
         return 1
     failed = []
-    for job_id in req.job_ids:
-        log = req.expand(req.log, job_id)
+    for what, log, task in logs:
         code = log_status(log)
         if code is None:
-            sout = slurm_out.replace("%a", str(job_id))
-            failed.append((job_id, log, f"no exit status in the log: task was killed or never "
-                                        f"ran; Slurm's output: {sout}"))
+            sout = slurm_out.replace("%a", str(task))
+            failed.append((what, log, f"no exit status in the log: task was killed or never "
+                                      f"ran; Slurm's output: {sout}"))
+        elif code == 128 + signal.SIGTERM and nodes > 1:
+            failed.append((what, log, f"exit code {code}: terminated, as srun ends every node "
+                                      "once one fails"))
         elif code != 0:
-            failed.append((job_id, log, f"exit code {code}"))
+            failed.append((what, log, f"exit code {code}"))
     if failed:
+        if nodes > 1:  # the node that failed first (footer written first) caused the rest;
+            # nodes that srun terminated or killed come last
+            failed.sort(key=lambda f: (log_status(f[1]) in (None, 128 + signal.SIGTERM),
+                                       _mtime(f[1])))
         print(f"{prog}: Slurm job {job['id']} ({array}) had failures", file=sys.stderr)
-        _report_failures(prog, failed, len(req.job_ids))
+        _report_failures(prog, failed, len(logs))
         return 1
     if proc.returncode not in (0, -signal.SIGTERM):  # SIGTERM: stopped early by us
         print(f"{prog}: sbatch exited with {proc.returncode} although every task log reports "
               f"success (job {job['id']}): {err.strip()}", file=sys.stderr)
         return 1
     return 0
+
+
+def _mtime(path: str) -> int:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return 0
 
 
 def main(argv: Sequence[str], backend: str, prog: str) -> int:

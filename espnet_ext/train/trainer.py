@@ -18,12 +18,19 @@ training and validation under ``torch.autocast("cpu", dtype=torch.bfloat16)`` wh
 bf16 matrix instructions (``amx_bf16`` or ``avx512_bf16`` among the /proc/cpuinfo flags). Autocast
 leaves log-softmax in the input's dtype, so the models cast what needs fp32 themselves
 (espnet_ext.asr.cif_asr_model).
+
+Distributed training (DDP; e.g. over Slurm nodes, asr.sh ``--num_nodes``): every rank writes to
+stderr, which is its own log, which rank of how many it is (ESPnet logs only errors on ranks
+other than 0) and, at the end, the digest of its final parameters (:func:`parameter_digest`).
+DDP keeps the ranks' parameters identical, so the digests are equal.
 """
 import argparse
 import contextlib
 import dataclasses
+import hashlib
 import logging
 import os
+import sys
 from typing import Any, Iterator, Sequence
 
 import espnet2.main_funcs.average_nbest_models as espnet_averaging
@@ -98,6 +105,25 @@ def use_cpu_bf16(setting: str, ngpu: int) -> bool:
     return setting == "true" or bool(cpu_bf16_flags())
 
 
+def parameter_digest(model: torch.nn.Module) -> str:
+    """SHA-256 over the model's parameters (names, dtypes, shapes, values), in their order.
+
+    Buffers are left out: BatchNorm running statistics are updated from each rank's own
+    data and differ between DDP ranks."""
+    h = hashlib.sha256()
+    for name, p in model.named_parameters():
+        t = p.detach().to("cpu").contiguous()
+        h.update(f"{name} {t.dtype} {tuple(t.shape)}\n".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _rank_prefix(distributed_option) -> str:
+    """ESPnet's log prefix of a rank: ``[host:rank/world]``."""
+    return (f"[{os.uname()[1].split('.')[0]}:{distributed_option.dist_rank}/"
+            f"{distributed_option.dist_world_size}]")
+
+
 class _CPUBf16Forward(torch.nn.Module):
     """The wrapped model with its forward under CPU bf16 autocast."""
 
@@ -134,6 +160,13 @@ class Trainer(espnet_trainer.Trainer):
         on = use_cpu_bf16(opts.cpu_bf16, opts.ngpu)
         logging.info(f"CPU bf16 autocast {'on' if on else 'off'} (--cpu_bf16 {opts.cpu_bf16}, "
                      f"ngpu {opts.ngpu}, CPU bf16 flags: {' '.join(cpu_bf16_flags()) or 'none'})")
+        distributed = getattr(distributed_option, "distributed", False)
+        if distributed:
+            d = distributed_option
+            node = os.environ.get("SLURMD_NODENAME")
+            print(f"{_rank_prefix(d)} distributed training: rank {d.dist_rank} of world size "
+                  f"{d.dist_world_size} ({d.dist_backend}, {d.dist_init_method}"
+                  + (f", Slurm node {node}" if node else "") + ")", file=sys.stderr, flush=True)
         with atomic_checkpoint_saves():
             super().run(
                 model=model, optimizers=optimizers, schedulers=schedulers,
@@ -141,6 +174,9 @@ class Trainer(espnet_trainer.Trainer):
                 plot_attention_iter_factory=plot_attention_iter_factory,
                 trainer_options=trainer_options, distributed_option=distributed_option,
             )
+        if distributed:
+            print(f"{_rank_prefix(distributed_option)} parameter digest after training: "
+                  f"sha256 {parameter_digest(model)}", file=sys.stderr, flush=True)
 
     @classmethod
     def train_one_epoch(cls, model, iterator, optimizers, schedulers, scaler, reporter,

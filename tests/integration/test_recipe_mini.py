@@ -10,6 +10,7 @@ sclite WER, tuned weights, ILM parameters and decoding throughput). The ILM part
 CPU-minutes (measured on the shared 2-core machine: LM trainings ~130 s, weight grid ~55 s, test
 decodings ~35 s); MINISYNTH_TEST_ILM=0 leaves it out.
 """
+import json
 import os
 import re
 import subprocess
@@ -17,6 +18,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from espnet_ext.recipe.corpus.word_times import read_ctm
 
 RECIPE = Path(__file__).resolve().parents[2] / "egs" / "minisynth" / "asr1"
 TEST_SETS = ("test_in", "test_unseen_voice", "test_cross")
@@ -148,6 +151,18 @@ def test_fast_recipe_results_have_every_row(fast_run):
     assert len(pngs) == 1 and pngs[0].stat().st_size > 10000
     assert pngs[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert str(pngs[0].relative_to(fast_run)) in results
+    # Word timestamps of test_in: the words of the report's CTM are the no-LM decoding's 1-best
+    # (the API decodes as the recipe does), timed against the synthesiser's word times.
+    exp = fast_run / "exp" / f"asr_{model}"
+    report = json.loads((exp / "timestamps" / "test_in" / "timestamps.json").read_text())
+    assert report["utterances"] == FAST_SIZES["test_in"]
+    assert report["reference_words"] == sum(len(words) for words in
+                                            read_kaldi_text(fast_run / "data" / "test_in" / "text").values())
+    nolm = [k for k in rows if k.endswith("/test_in") and "_lm_" not in k.split("/")[0]][0]
+    hyps = read_kaldi_text(fast_run / rows[nolm]["exp"] / nolm / "text")
+    ctm = read_ctm(exp / "timestamps" / "test_in" / "cif.ctm")
+    assert {u: [w for w, _, _ in ws] for u, ws in ctm.items()} == {u: h for u, h in hyps.items() if h}
+    assert "### Word timestamps (test_in, no LM)" in results and "CTC forced alignment" in results
 
 
 @pytest.mark.slow

@@ -30,7 +30,7 @@ nj=4                    # parallel jobs of the feature stage
 stats_nj=               # parallel jobs of the statistics stages (default: nj)
 inference_nj=4          # parallel decoding jobs per test set
 ngpu=0                  # GPUs for ASR/LM training (0: CPU); ILM-stage trainings use at most 1
-num_nodes=1             # nodes for training
+num_nodes=1             # nodes for ASR/LM training (> 1: cmd_backend=slurm, one Slurm job)
 train_cpu_procs=1       # ngpu=0: ASR training processes (DDP over gloo, one thread each)
 gpu_inference=false     # decode on GPU (one per job)
 cmd_backend=${cmd_backend:-}  # job backend: local or slurm (default: environment, then cmd.sh)
@@ -103,6 +103,7 @@ ilm_cross_test_sets=    # cross-domain test sets (default: ilm_test_sets)
 drlm_config=conf/train_drlm_lstm_mini.yaml    # DR-LSTM LM on the ASR transcripts
 drkd_config=conf/train_drkd_lstm_mini.yaml    # DR-KD students (DR-KD-Z, DR-KD-L)
 ilm_ctx_config=conf/train_ilm_ctx_mini.yaml   # ILME-L context learner (ASR model frozen)
+ilm_train_args=         # extra options of every stage-12 training (external LMs, DR-LSTM, ILME-L, DR-KD), e.g. "--seed 2"
 ilm_weights=0.1,0.2,0.3,0.4,0.5     # stage 13 lambda_ILM grid
 ilm_lm_weights=0.1,0.2,0.3,0.4,0.5,0.6  # stage 13 lambda_ELM grid
 ilm_tune_max_utts=0     # stage 13 tunes on at most this many utterances per dev set (0: all)
@@ -118,6 +119,7 @@ inference_num_threads=1 # CPU threads per decoding job
 inference_without_lm=false  # use_lm=true: also decode and score without the LM (own decode_* dir)
 score_types=            # cer, wer, ter (default: "cer wer"; "cer" with remove_space=true)
 plot_cif_fires=false    # stage 16: PNG of the CIF fires on the first utterance of the first test set
+timestamp_test_sets=    # stage 15: word-time errors on these test sets (default: those with data/<set>/word_times.ctm)
 pack_models=true        # stage 16: pack each model (+ decode config, LM) into exp/asr_<tag>/packed_model.zip
 
 help_message=$(cat <<EOF
@@ -140,7 +142,8 @@ Stages (--stage N --stop_stage M; every step skips work already done):
   13  ILM perplexities and parameter counts; fusion-weight grid on the dev set(s) (use_ilm)
   14  decoding: with the LM (shallow fusion) and/or without; use_ilm: every Table 3 method
       with the tuned weights
-  15  sclite scoring of every decoding
+  15  sclite scoring of every decoding; word timestamp errors (CIF fires and a CTC-alignment
+      baseline) on test sets with reference word times (data/<set>/word_times.ctm)
   16  RESULTS.md: packed models, sclite tables, LM perplexities, stage times, learning curves, CIF fire
       plot, Table 3 (use_ilm) and Table 1 (several distillers)
 EOF
@@ -184,6 +187,16 @@ if [ "${stage}" -lt 1 ] || [ "${stage}" -gt 16 ]; then
 fi
 if [ "${stop_stage}" -lt "${stage}" ]; then
     log "--stop_stage ${stop_stage} comes before --stage ${stage}: no stage would run (stages 1-16)"
+    exit 2
+fi
+if ! [[ "${num_nodes}" =~ ^[1-9][0-9]*$ ]]; then
+    log "--num_nodes '${num_nodes}' is not a number of nodes (1, 2, ...)"
+    exit 2
+elif [ "${num_nodes}" -gt 1 ] && [ "${cmd_backend}" != slurm ]; then
+    log "--num_nodes ${num_nodes}: training over several nodes needs the Slurm backend (cmd_backend=slurm, not '${cmd_backend}')"
+    exit 2
+elif [ "${num_nodes}" -gt 1 ] && [ "${ngpu}" -eq 0 ] && [ "${train_cpu_procs}" -gt 1 ]; then
+    log "--num_nodes ${num_nodes} trains on CPU with one process per node: drop --train_cpu_procs ${train_cpu_procs}"
     exit 2
 fi
 [ -z "${train_set}" ] && { log "--train_set is required"; exit 2; }
@@ -364,6 +377,22 @@ begin_stage() { run_stage "$1" || return 1; row_begin "$@"; }
 end_stage() { row_end; }
 
 num_lines() { wc -l < "$1" | tr -d ' '; }
+# multi_node_launch <exp dir> <job name>: _launch and _dist of a training over ${num_nodes} Slurm
+# nodes, as ESPnet's launcher does for slurm.pl: utils/slurm.py --num_nodes runs the command once
+# per node (srun), node 0 logging to <exp>/train.log, node k to <exp>/train.node<k>.log; ESPnet's
+# --dist_launcher slurm takes rank and world size from srun (with --ngpu G: G processes per node,
+# NCCL; CPU: one, gloo) and the ranks meet through a new file in <exp> (file:// init).
+multi_node_launch() {
+    local init
+    init=$(mktemp -u -p "$(cd "$1" && pwd)" .dist_init_XXXXXXXXXX)
+    # shellcheck disable=SC2206
+    _launch=(${cuda_cmd} --name "$2" --gpu "${ngpu}" --num_threads "$(( ngpu > 1 ? ngpu : 1 ))"
+             --num_nodes "${num_nodes}" "$1/train.log" "${python}")
+    _dist=(--ngpu "${ngpu}" --multiprocessing_distributed true --dist_launcher slurm
+           --dist_init_method "file://${init}")
+    [ "${ngpu}" -eq 0 ] && _dist+=(--dist_backend gloo)
+    log "training over ${num_nodes} Slurm nodes: logs $1/train.log (node 0) and $1/train.node<k>.log"
+}
 # is_done MARKER [--options S]: the marker holds (says why not when it exists but no longer holds).
 is_done() { "${python}" -m espnet_ext.recipe.bin.done_marker check "$@"; }
 # not_done_why MARKER: print why the marker does not hold; fails when it holds.
@@ -611,11 +640,17 @@ if begin_stage 7 "LM training" "${lm_tag}"; then
     else
         mkdir -p "${lm_exp}"
         log "LM training: log in ${lm_exp}/train.log"
+        if [ "${num_nodes}" -gt 1 ]; then
+            multi_node_launch "${lm_exp}" lm_train
+        else
+            _launch=("${python}" -m espnet2.bin.launch --cmd "${cuda_cmd} --name lm_train"
+                     --log "${lm_exp}/train.log" --ngpu "${ngpu}" --num_nodes 1
+                     --init_file_prefix "${lm_exp}/.dist_init_" --multiprocessing_distributed true
+                     -- "${python}")
+            _dist=()
+        fi
         # shellcheck disable=SC2086
-        "${python}" -m espnet2.bin.launch --cmd "${cuda_cmd} --name lm_train" \
-            --log "${lm_exp}/train.log" --ngpu "${ngpu}" --num_nodes "${num_nodes}" \
-            --init_file_prefix "${lm_exp}/.dist_init_" --multiprocessing_distributed true -- \
-            "${python}" -m espnet_ext.bin.lm_train --use_preprocessor true \
+        "${_launch[@]}" -m espnet_ext.bin.lm_train "${_dist[@]}" --use_preprocessor true \
                 --bpemodel "${lm_bpemodel}" --token_type "${lm_token_type}" \
                 --token_list "${token_list}" --non_linguistic_symbols none --cleaner none \
                 --g2p none --train_data_path_and_name_and_type "${lm_train_txt},text,text" \
@@ -782,7 +817,9 @@ if run_stage 11; then
             log "distiller ${_d}: teacher features from ${plm_dir} (${_dim}-d)"
         fi
         log "ASR training (${asr_train_module}): log in ${_exp}/train.log"
-        if [ "${ngpu}" -eq 0 ] && [ "${train_cpu_procs}" -gt 1 ]; then
+        if [ "${num_nodes}" -gt 1 ]; then
+            multi_node_launch "${_exp}" asr_train
+        elif [ "${ngpu}" -eq 0 ] && [ "${train_cpu_procs}" -gt 1 ]; then
             # CPU data parallelism: ESPnet's launcher only spawns one process per GPU, so
             # torchrun starts the ranks; ESPnet splits each batch across them (same updates).
             log "CPU training with ${train_cpu_procs} DDP processes (gloo, 1 thread each)"
@@ -794,7 +831,7 @@ if run_stage 11; then
             _dist=(--ngpu 0 --multiprocessing_distributed false --dist_backend gloo)
         else
             _launch=("${python}" -m espnet2.bin.launch --cmd "${cuda_cmd} --name asr_train"
-                     --log "${_exp}/train.log" --ngpu "${ngpu}" --num_nodes "${num_nodes}"
+                     --log "${_exp}/train.log" --ngpu "${ngpu}" --num_nodes 1
                      --init_file_prefix "${_exp}/.dist_init_" --multiprocessing_distributed true
                      -- "${python}")
             _dist=()
@@ -876,8 +913,9 @@ ilm_train() {
     if [ -f "${dir}/.done.train" ]; then log "${dir} trained"; return; fi
     mkdir -p "${dir}"
     log "training ${dir} (${module}): log in ${dir}/train.log"
+    # shellcheck disable=SC2086
     ${cuda_cmd} --gpu "${_lm_ngpu}" "${dir}/train.log" "${python}" -m "${module}" \
-        --ngpu "${_lm_ngpu}" --resume true --output_dir "${dir}" "$@"
+        --ngpu "${_lm_ngpu}" --resume true --output_dir "${dir}" "$@" ${ilm_train_args}
     touch "${dir}/.done.train"
     did_work
 }
@@ -1207,6 +1245,32 @@ if run_stage 15; then
                     did_work
                 done
             done
+        done
+        # Word times of the model's 1-best (no LM) against the reference word times.
+        for dset in ${timestamp_test_sets:-${test_sets}}; do
+            _ref=data/${dset}/word_times.ctm
+            _out=${_exp}/timestamps/${dset}
+            [ -f "${_ref}" ] || { [ -z "${timestamp_test_sets}" ] && continue; log "${_ref} missing: no word timestamps for ${dset}"; exit 1; }
+            _in=("${_exp}/config.yaml" "${_exp}/${inference_asr_model}" "${data_feats}/${dset}/feats.scp" "${_ref}")
+            _opts=()
+            [ -n "${inference_config}" ] && { _in+=("${inference_config}"); _opts=(--config "${inference_config}"); }
+            is_done "${_out}/.done.timestamps" && continue
+            mkdir -p "${_out}"
+            log "word timestamps of ${dset}: ${_out}/timestamps.md (log ${_out}/timestamp_report.log)"
+            _rc=0
+            "${python}" -m espnet_ext.recipe.bin.timestamp_report --asr_exp "${_exp}" \
+                --model "${inference_asr_model}" --data_dir "${data_feats}/${dset}" \
+                --ref_ctm "${_ref}" --output_dir "${_out}" --batch_size "${inference_batch_size}" \
+                "${_opts[@]}" > "${_out}/timestamp_report.log" 2>&1 || _rc=$?
+            if [ "${_rc}" -eq 3 ]; then
+                log "${_exp}: a model without CIF fires or CTC branch has no word timestamps"; break
+            elif [ "${_rc}" -ne 0 ]; then
+                log "word timestamps of ${dset} failed; log: ${_out}/timestamp_report.log"
+                exit 1
+            fi
+            mark_done "${_out}/.done.timestamps" --inputs "${_in[@]}" \
+                --outputs "${_out}"/{timestamps.json,timestamps.md,cif.ctm,ctc.ctm}
+            did_work
         done
         if "${use_ilm}"; then
             ilm_setup "${tag}"

@@ -40,6 +40,7 @@ opts=(
     --train_set train --valid_set dev --test_sets "test_in test_unseen_voice test_cross"
     --local_data_opts "--fast ${fast} --seed ${seed} --nj ${nj}"
     --nj "${nj}" --inference_nj "${nj}" --train_cpu_procs 2 --score_types wer --plot_cif_fires true
+    --timestamp_test_sets test_in   # word times vs the synthesisers' (data/test_in/word_times.ctm)
     # Sentencepiece unigram pieces of the in-domain LM text (which includes the training
     # transcripts but no dev/test sentence): ~2.1 pieces per word (conf/train_asr_cif_mini.yaml).
     --token_type bpe --nbpe 300 --bpemode unigram --token_train_text data/local/lm_in/text
