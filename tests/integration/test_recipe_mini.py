@@ -44,7 +44,8 @@ def fast_run(tmp_path_factory):
     recipe = scratch_recipe(tmp_path_factory.mktemp("minisynth") / "asr1")
     env = dict(os.environ, cmd_backend="local")
     t0 = time.time()
-    proc = subprocess.run(["./run.sh", "--fast", "true", "--ilm", str(WITH_ILM).lower()], cwd=recipe,
+    proc = subprocess.run(["./run.sh", "--fast", "true", "--ilm", str(WITH_ILM).lower(),
+                           "--use_tensorboard", "true"], cwd=recipe,
                           env=env, capture_output=True, text=True, timeout=1800)
     elapsed = time.time() - t0
     if proc.returncode != 0:
@@ -134,9 +135,9 @@ def test_fast_recipe_results_have_every_row(fast_run):
     assert "- model: cif (encoder conformer_pooling, decoder cif_ar); parameters: " in results
     assert "## LM perplexity" in results
     times = stage_table(results)
-    model = "train_asr_cif_mini_fast_bpe_unigram300"
-    for stage, name, tag in (("1", "data preparation", "-"), ("5", "token list (bpe)", "bpe_unigram300"),
-                             ("7", "LM training", "train_lm_mini_fast_bpe_unigram300"),
+    model = "train_asr_cif_mini_fast_bpe_unigram150"
+    for stage, name, tag in (("1", "data preparation", "-"), ("5", "token list (bpe)", "bpe_unigram150"),
+                             ("7", "LM training", "train_lm_mini_fast_bpe_unigram150"),
                              ("11", "ASR training", model), ("14", "decoding", model),
                              ("15", "sclite scoring", model), ("16", "RESULTS.md", model)):
         row = times[(stage, name, tag)]
@@ -163,6 +164,9 @@ def test_fast_recipe_results_have_every_row(fast_run):
     ctm = read_ctm(exp / "timestamps" / "test_in" / "cif.ctm")
     assert {u: [w for w, _, _ in ws] for u, ws in ctm.items()} == {u: h for u, h in hyps.items() if h}
     assert "### Word timestamps (test_in, no LM)" in results and "CTC forced alignment" in results
+    # --use_tensorboard true: the ASR and LM trainings wrote event files.
+    for train_dir in (exp, fast_run / "exp" / "lm_train_lm_mini_fast_bpe_unigram150"):
+        assert list((train_dir / "tensorboard").rglob("events.out.tfevents.*")), train_dir
 
 
 @pytest.mark.slow
@@ -252,6 +256,9 @@ def test_fast_recipe_ilm_table3(fast_run):
         if method != "none":
             for condition in ("intra", "cross"):
                 assert (ilm_exp / f"tune_{condition}" / method / "grid.md").is_file()
+                heatmap = ilm_exp / f"tune_{condition}" / method / "heatmap.png"
+                assert heatmap.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+                assert f"[{condition} {method}]({heatmap.relative_to(fast_run)})" in results
     # Perplexities (paper Fig. 1b) include the cross-domain dev set.
     assert "### ILM perplexity and parameters" in results and "PPL dev_cross" in results
     # Stages 12-15 of the same pipeline did the work, one timed row per step.

@@ -83,6 +83,8 @@ plm_dir=                # teacher features (default: <dumpdir>/plm)
 # ASR
 asr_config=             # training config (required from stage 10)
 asr_args=               # extra options of the training module
+use_tensorboard=        # true/false: ASR and LM trainings write tensorboard logs to <exp>/tensorboard
+                        # (empty: the training config's use_tensorboard, ESPnet's default true)
 asr_tag=                # experiment name (default: config name + token tag)
 asr_stats_dir=          # stage 10 output (default: <expdir>/asr_stats_fbank_<token tag>)
 asr_train_module=espnet2.bin.asr_train          # e.g. espnet_ext.bin.cif_asr_train
@@ -658,7 +660,7 @@ if begin_stage 7 "LM training" "${lm_tag}"; then
                 --train_shape_file "${lm_stats_dir}/train/text_shape.${lm_token_type}" \
                 --valid_shape_file "${lm_stats_dir}/valid/text_shape.${lm_token_type}" \
                 --fold_length "${lm_fold_length}" --resume true --output_dir "${lm_exp}" \
-                --config "${lm_config}" ${lm_args}
+                --config "${lm_config}" ${use_tensorboard:+--use_tensorboard ${use_tensorboard}} ${lm_args}
         touch "${lm_exp}/.done.train"
         did_work
     fi
@@ -850,7 +852,8 @@ if run_stage 11; then
                 --valid_shape_file "${asr_stats_dir}/valid/speech_shape" \
                 --valid_shape_file "${asr_stats_dir}/valid/text_shape.${token_type}" \
                 --fold_length "${speech_fold_length}" --fold_length "${text_fold_length}" \
-                --resume true --output_dir "${_exp}" --config "${asr_config}" ${asr_args}
+                --resume true --output_dir "${_exp}" --config "${asr_config}" \
+                ${use_tensorboard:+--use_tensorboard ${use_tensorboard}} ${asr_args}
         touch "${_exp}/.done.train"
         did_work
         row_end

@@ -42,7 +42,7 @@ opts=(
     --nj "${nj}" --inference_nj "${nj}" --train_cpu_procs 2 --score_types wer --plot_cif_fires true
     --timestamp_test_sets test_in   # word times vs the synthesisers' (data/test_in/word_times.ctm)
     # Sentencepiece unigram pieces of the in-domain LM text (which includes the training
-    # transcripts but no dev/test sentence): ~2.1 pieces per word (conf/train_asr_cif_mini.yaml).
+    # transcripts but no dev/test sentence): ~2.7 pieces per word (conf/train_asr_cif_mini.yaml).
     --token_type bpe --nbpe 150 --bpemode unigram --token_train_text data/local/lm_in/text
     --use_lm true --lm_config "conf/train_lm_mini${sfx}.yaml" --lm_train_text data/local/lm_in/text
     --asr_train_module espnet_ext.bin.cif_asr_train --asr_inference_module espnet_ext.bin.asr_inference

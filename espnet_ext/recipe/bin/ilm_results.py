@@ -91,6 +91,11 @@ def render_section(ilm_exp: Path, asr_exp: str, table: str) -> str:
              "Relative change over SF in brackets (positive = fewer errors); weights tuned on dev; "
              "ILM params: parameters the ILM term runs (Fig. 1a); audio-s/s: decoding throughput.",
              "", table]
+    heatmaps = sorted(ilm_exp.glob("tune_*/*/heatmap.png"))
+    if heatmaps:
+        lines += ["", "Fusion-weight grids on the dev sets (error rate per λ_ILM × λ_ELM): "
+                  + ", ".join(f"[{h.parent.parent.name[len('tune_'):]} {h.parent.name}]({h})"
+                              for h in heatmaps)]
     ppl = ilm_exp / "perplexity" / "perplexity.md"
     if ppl.is_file():
         lines += ["", f"### ILM perplexity and parameters ({ilm_exp}/perplexity)", "",
