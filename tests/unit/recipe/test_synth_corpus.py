@@ -305,7 +305,7 @@ def test_config_errors_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match="in-domain pool has"):
         synth.make_plan(cfg, ["a b c d e"] * 10, ["f g h i j"], 1, tmp_path)
     cfg = synth.load_config(RECIPE / "conf" / "corpus.yaml",
-                            {"voices": {"espeak": {"train": {"variants": ["m3", "mm3"]}}}})
+                            {"voices": {"espeak": {"train": {"variants": ["m3", "mm3"], "speakers": 8}}}})
     with pytest.raises(ValueError, match="mm3"):
         synth.build_corpus(cfg, tmp_path / "data", tmp_path / "corpus", progress=False)
 
