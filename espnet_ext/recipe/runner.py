@@ -347,6 +347,21 @@ class SlurmConfig:
         return args
 
 
+def _timed_command(threads: int) -> List[str]:
+    """Job-script lines that run ``$cmd`` into ``$log`` and append run.pl's footer (the same
+    for array tasks and for the nodes of a multi-node job)."""
+    return [
+        "t0=$(date +%s)",
+        'bash -c "$cmd" < /dev/null >> "$log" 2>&1',
+        "ret=$?",
+        "t1=$(date +%s)",
+        f'echo "# Accounting: time=$((t1 - t0)) threads={threads}" >> "$log"',
+        'echo "# Ended (code $ret) at $(date), elapsed time $((t1 - t0)) seconds" >> "$log"',
+        "exit $ret",
+        "",
+    ]
+
+
 def _job_script(req: Request, cwd: str) -> str:
     """Bash script run by every array task: selects its log and command by the task id, writes
     the same header/footer as the local backend."""
@@ -367,14 +382,7 @@ def _job_script(req: Request, cwd: str) -> str:
         "export MKL_NUM_THREADS=$OMP_NUM_THREADS OPENBLAS_NUM_THREADS=$OMP_NUM_THREADS",
         'mkdir -p "$(dirname "$log")"',
         '{ printf "# %s\\n" "$cmd"; printf "# Started at %s\\n#\\n" "$(date)"; } > "$log"',
-        "t0=$(date +%s)",
-        'bash -c "$cmd" < /dev/null >> "$log" 2>&1',
-        "ret=$?",
-        "t1=$(date +%s)",
-        f'echo "# Accounting: time=$((t1 - t0)) threads={threads}" >> "$log"',
-        'echo "# Ended (code $ret) at $(date), elapsed time $((t1 - t0)) seconds" >> "$log"',
-        "exit $ret",
-        "",
+        *_timed_command(threads),
     ])
 
 
@@ -420,14 +428,7 @@ def _multi_node_script(req: Request, cwd: str, nodes: int, script: str) -> str:
         f'  printf "# Slurm job %s, node %s of {nodes}: %s\\n#\\n" "$SLURM_JOB_ID" "$node" '
         '"${SLURMD_NODENAME:-$(hostname)}"; } > "$log"',
         "trap : TERM  # when srun ends the step: let the command end, then write the footer",
-        "t0=$(date +%s)",
-        'bash -c "$cmd" < /dev/null >> "$log" 2>&1',
-        "ret=$?",
-        "t1=$(date +%s)",
-        f'echo "# Accounting: time=$((t1 - t0)) threads={threads}" >> "$log"',
-        'echo "# Ended (code $ret) at $(date), elapsed time $((t1 - t0)) seconds" >> "$log"',
-        "exit $ret",
-        "",
+        *_timed_command(threads),
     ])
 
 
